@@ -1,0 +1,145 @@
+"""ONNX model loading: session, providers, threads and the metadata contract.
+
+Everything the runtime knows about a model comes from the file itself
+(docs/FORMATS.md, "ONNX model"): input name and size, value range,
+polarity and class labels. No constants are duplicated here.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from .errors import ModelError
+
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "digits-int8.onnx"
+SUPPORTED_FORMAT_VERSIONS = {"1"}
+POLARITIES = {"light-on-dark", "dark-on-light"}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the runtime needs to feed and read a model, from its metadata."""
+
+    path: Path
+    input_name: str
+    output_name: str
+    input_size: int
+    input_range: tuple[float, float]
+    polarity: str
+    classes: tuple[str, ...]
+    metadata: dict[str, str]
+
+    @property
+    def precision(self) -> str:
+        return self.metadata.get("precision", "unknown")
+
+
+def default_threads() -> int:
+    """Intra-op threads: the cores this process may use, at most 4.
+
+    A 28x28 CNN gains little past 4 threads, and an edge device usually
+    runs the camera loop and other work beside us.
+    """
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(4, cores))
+
+
+def pick_providers(device: str = "auto") -> list[str]:
+    """CUDA when onnxruntime-gpu is installed (it falls back to CPU by itself
+    when no GPU is usable), otherwise CPU."""
+    available = ort.get_available_providers()
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ModelError("CUDA requested but this onnxruntime has no CUDAExecutionProvider (install onnxruntime-gpu)")
+    if "CUDAExecutionProvider" in available:
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def load_session(path: str | os.PathLike | None = None, threads: int | None = None,
+                 device: str = "auto") -> tuple[ort.InferenceSession, ModelInfo]:
+    """Open a model and check it against the metadata contract."""
+    path = Path(path) if path is not None else DEFAULT_MODEL
+    if not path.is_file():
+        hint = " (the shipped model is missing: reinstall the package)" if path == DEFAULT_MODEL else ""
+        raise ModelError(f"{path}: model file not found{hint}")
+    if threads is not None and threads < 1:
+        raise ModelError(f"threads must be >= 1, got {threads}")
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads or default_threads()
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: no provider chatter on stderr
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ModelError(f"{path}: cannot read model ({e.strerror or e})") from None
+    try:
+        session = ort.InferenceSession(data, sess_options=options, providers=pick_providers(device))
+    except Exception as e:  # onnxruntime raises several untyped errors for bad files
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelError(f"{path}: not a valid ONNX model ({reason[:200]})") from None
+    return session, read_model_info(session, path)
+
+
+def read_model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
+    meta = dict(session.get_modelmeta().custom_metadata_map)
+
+    def need(key: str) -> str:
+        if key not in meta:
+            raise ModelError(f"{path}: metadata key {key!r} missing (not an edge-digits model?)")
+        return meta[key]
+
+    version = need("edge_digits.format_version")
+    if version not in SUPPORTED_FORMAT_VERSIONS:
+        raise ModelError(f"{path}: model format version {version} not supported (this runtime reads {sorted(SUPPORTED_FORMAT_VERSIONS)})")
+    try:
+        classes = json.loads(need("classes"))
+        lo, hi = (float(v) for v in json.loads(meta.get("input_range", "[0.0, 1.0]")))
+        size = int(need("input_size"))
+    except (ValueError, TypeError) as e:
+        raise ModelError(f"{path}: malformed metadata ({e})") from None
+    if not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes):
+        raise ModelError(f"{path}: metadata 'classes' must be a non-empty JSON list of strings")
+    if meta.get("input_layout", "NCHW") != "NCHW":
+        raise ModelError(f"{path}: input layout {meta['input_layout']!r} not supported (NCHW only)")
+    if meta.get("normalization", "folded") != "folded":
+        raise ModelError(f"{path}: normalization {meta['normalization']!r} not supported (must be folded into the graph)")
+    polarity = meta.get("input_polarity", "light-on-dark")
+    if polarity not in POLARITIES:
+        raise ModelError(f"{path}: unknown input polarity {polarity!r}")
+    if size < 8:
+        raise ModelError(f"{path}: input size {size} too small")
+
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    input_name = meta.get("input_name", "pixels")
+    if [i.name for i in inputs] != [input_name]:
+        raise ModelError(f"{path}: expected one input named {input_name!r}, model has {[i.name for i in inputs]}")
+    shape = inputs[0].shape
+    if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (1, size, size))):
+        raise ModelError(f"{path}: input shape {shape} does not match [N, 1, {size}, {size}]")
+    names = [o.name for o in outputs]
+    output_name = "logits" if "logits" in names else None
+    if output_name is None:
+        raise ModelError(f"{path}: no output named 'logits' (outputs: {names})")
+    out_shape = outputs[names.index("logits")].shape
+    if len(out_shape) == 2 and isinstance(out_shape[1], int) and out_shape[1] != len(classes):
+        raise ModelError(f"{path}: {out_shape[1]} outputs but {len(classes)} classes in metadata")
+    return ModelInfo(path=path, input_name=input_name, output_name=output_name, input_size=size,
+                     input_range=(lo, hi), polarity=polarity, classes=tuple(classes), metadata=meta)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)

@@ -1,0 +1,76 @@
+"""python -m train: train a digit CNN and write checkpoint, metrics and plots."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .checkpoint import CheckpointError
+from .config import DEFAULT_RECIPE, RECIPES, TrainConfig
+from .data import DATASETS, DataError
+from .models import ARCHS
+from .trainer import Interrupted, train
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
+                   help="preset of all settings below; flags override it")
+    p.add_argument("--arch", choices=ARCHS, help="architecture")
+    p.add_argument("--widths", type=int, nargs=3, metavar="C", help="edge architecture: channels of its three stages")
+    p.add_argument("--depth", type=int, help="edge architecture: convolutions in stages 2 and 3")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--lr", type=float, help="(peak) learning rate")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--schedule", choices=["constant", "onecycle"])
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random per-image affine jitter")
+    p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--dataset", choices=DATASETS, default="mnist")
+    p.add_argument("--data-dir", help="directory with the four IDX files (default: $EDGE_DIGITS_DATA, then ./data)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="download with torchvision when the files are absent")
+    p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
+    p.add_argument("--train-subset", type=int, default=0, help="train on the first N images only (0 = all)")
+    p.add_argument("--eval-interval", type=int, default=100, help="iterations between validation runs")
+    p.add_argument("--patience", type=int, default=0,
+                   help="stop after this many evaluations without validation improvement (0 = off)")
+    p.add_argument("--log-test", action="store_true",
+                   help="also record test accuracy at each evaluation (reporting only, never steers)")
+    p.add_argument("--out", dest="out_dir", default="runs/latest", help="output directory")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    return p.parse_args(argv)
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    overrides = {k: v for k, v in vars(args).items() if k not in ("recipe", "resume", "widths", "depth")}
+    cfg = TrainConfig.from_recipe(args.recipe, **overrides)
+    for key in ("widths", "depth"):
+        if getattr(args, key) is not None:
+            cfg.arch_config = {**cfg.arch_config, key: getattr(args, key)}
+    return cfg
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        summary = train(config_from_args(args), resume=args.resume)
+    except Interrupted as e:
+        print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    except (DataError, CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"\ndone in {summary['train_seconds']:.1f} s of training ({summary['epochs']:.2f} epochs, "
+          f"{summary['parameters']:,} parameters)")
+    print(f"  best validation accuracy {100 * summary['val_accuracy']:.2f}% at iteration {summary['best_iteration']}")
+    print(f"  test accuracy            {100 * summary['test_accuracy']:.2f}%")
+    print(f"  wrote best.pt, metrics.json, curves.png, confusion.png to {args.out_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

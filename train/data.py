@@ -1,0 +1,112 @@
+"""MNIST-format datasets held whole in memory as uint8 tensors, batched by index.
+
+No per-sample PIL pipeline: a batch is one gather from a [N, 28, 28] uint8
+tensor, converted and normalised on the device that trains.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from .idx import DataError, find_file, load_split, SPLITS
+
+DATASETS = {
+    # name: (torchvision class used only for downloading, class labels)
+    "mnist": ("MNIST", [str(d) for d in range(10)]),
+    "fashion-mnist": ("FashionMNIST", ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
+}
+DATA_ENV = "EDGE_DIGITS_DATA"
+
+
+@dataclass
+class Splits:
+    train_x: torch.Tensor  # uint8 [N, 28, 28]
+    train_y: torch.Tensor  # int64 [N]
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    classes: list[str]
+
+    def to(self, device: torch.device) -> "Splits":
+        moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
+        return Splits(**moved, classes=self.classes)
+
+
+def has_files(data_dir: Path) -> bool:
+    try:
+        for stems in SPLITS.values():
+            for stem in stems:
+                find_file(data_dir, stem)
+        return True
+    except DataError:
+        return False
+
+
+def resolve_data_dir(data_dir: str | None, dataset: str, download: bool) -> Path:
+    """Where the four IDX files are: the flag, then $EDGE_DIGITS_DATA, then ./data.
+
+    torchvision's download is the fallback when the files are absent, and only if allowed.
+    """
+    chosen = data_dir or os.environ.get(DATA_ENV)
+    tv_name = DATASETS[dataset][0]
+    path = Path(chosen) if chosen else Path("data") / tv_name / "raw"
+    if has_files(path):
+        return path
+    if not download:
+        raise DataError(f"{path}: no {dataset} IDX files here (pass --data-dir or set {DATA_ENV}, "
+                        "or allow --download)")
+    import torchvision.datasets  # only needed for this rare path
+
+    root = path.parent.parent if path.name == "raw" and path.parent.name == tv_name else path
+    print(f"downloading {dataset} into {root} ...")
+    for train in (True, False):
+        getattr(torchvision.datasets, tv_name)(root, train=train, download=True)
+    return root / tv_name / "raw"
+
+
+def load_splits(data_dir: Path, dataset: str, val_size: int, seed: int) -> Splits:
+    """Load train/test, and hold out ``val_size`` training images chosen by ``seed``."""
+    train_x, train_y = (torch.from_numpy(a.copy()) for a in load_split(data_dir, "train"))
+    test_x, test_y = (torch.from_numpy(a.copy()) for a in load_split(data_dir, "test"))
+    if not 0 <= val_size < len(train_x):
+        raise DataError(f"{data_dir}: validation size {val_size} does not fit {len(train_x)} training images")
+    perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
+    val_idx, train_idx = perm[:val_size], perm[val_size:]
+    return Splits(train_x[train_idx], train_y[train_idx].long(), train_x[val_idx], train_y[val_idx].long(),
+                  test_x, test_y.long(), DATASETS[dataset][1])
+
+
+def to_input(images: torch.Tensor, mean: float, std: float, channels_last: bool = False) -> torch.Tensor:
+    """uint8 [N, 28, 28] -> normalised float [N, 1, 28, 28]."""
+    x = images.unsqueeze(1).float().div_(255).sub_(mean).div_(std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 10.0,
+                  scale: float = 0.1, shift: float = 0.1, shear: float = 0.15) -> torch.Tensor:
+    """A different small rotation, scale, shear and shift for every image of the batch.
+
+    torchvision's RandomAffine draws one set of parameters per call, so a batched
+    per-sample jitter is done here with affine_grid/grid_sample. Expects inputs
+    whose background is the minimum value (padding uses it).
+    """
+    n = x.shape[0]
+    rand = torch.rand(n, 5, generator=generator).to(x.device) * 2 - 1
+    angle = rand[:, 0] * math.radians(degrees)
+    s = 1 + rand[:, 1] * scale
+    sh = rand[:, 2] * shear
+    cos, sin = torch.cos(angle) / s, torch.sin(angle) / s
+    theta = torch.stack([
+        torch.stack([cos, -sin + sh * cos, rand[:, 3] * shift], 1),
+        torch.stack([sin, cos + sh * sin, rand[:, 4] * shift], 1),
+    ], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    background = x.amin()
+    return F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
