@@ -37,8 +37,12 @@ from .errors import NoDigitFound, RuntimeInputError
 from .imageio import to_uint8
 
 WORK_SIDE = 512  # long side of the working image, pixels
-BG_SCALE = 4  # background is estimated at 1/BG_SCALE of the working size
-BG_KERNEL_FRAC = 0.4  # median window, fraction of the short side (> 2x thickest stroke of a big digit)
+BG_SCALE = 4  # polarity is judged at 1/BG_SCALE of the working size
+POLARITY_KERNEL_FRAC = 0.3  # median window for the polarity decision, fraction of the short side
+WIDE_KERNEL_FRAC = 0.5  # first background window, fraction of the short side (> 2x thickest stroke)
+MIN_KERNEL_FRAC = 0.04  # narrowest second-pass window
+PEAK_FRACTION = 0.35  # a mark keeps its pixels above this fraction of its peak contrast
+FAINT_FRACTION = 0.3  # marks fainter than this fraction of the strongest are not ink
 RELATIVE_FLOOR = 0.15  # background level below which the contrast is no longer divided (dark boards)
 MIN_CONTRAST = 0.06  # ink must differ from the background by at least this fraction
 CANONICAL_SIDE = 80  # digit long side when its stroke width is measured and adjusted
@@ -57,6 +61,7 @@ class Component:
     area: int
     mass: float  # sum of ink strength: big and contrasted marks weigh most
     touches_border: bool
+    peak: float = 0.0  # contrast of the stroke cores
 
     @property
     def x1(self) -> int:
@@ -70,7 +75,8 @@ class Component:
         x, y = min(self.x, other.x), min(self.y, other.y)
         x1, y1 = max(self.x1, other.x1), max(self.y1, other.y1)
         return Component(self.labels + other.labels, x, y, x1 - x, y1 - y, self.area + other.area,
-                         self.mass + other.mass, self.touches_border or other.touches_border)
+                         self.mass + other.mass, self.touches_border or other.touches_border,
+                         max(self.peak, other.peak))
 
 
 @dataclass
@@ -138,27 +144,31 @@ def mnist_passthrough(image: np.ndarray, size: int) -> np.ndarray | None:
 def analyse_ink(image: np.ndarray) -> InkAnalysis:
     """Steps 1-6 up to the candidate marks, shared by digits and numbers."""
     work, scale = to_working(image)
-    bg = estimate_background(work)
-    grey, bg_grey = _luma(work), _luma(bg)
-    polarity = decide_polarity(grey, bg_grey)
-    ink, sigma = ink_map(work, bg, polarity)
-    # Second pass: the first background estimate is pulled towards the ink
-    # where strokes are thick and dense (a big bold digit); fill the ink with
-    # that estimate and filter again for a cleaner background.
-    first = ink > max(4 * sigma, MIN_CONTRAST)
-    if first.mean() > 0.002:
-        bg = estimate_background(work, exclude=first, previous=bg)
-        ink, sigma = ink_map(work, bg, polarity)
-    weak, strong = thresholds(ink, sigma)
-    mask = hysteresis(ink, weak, strong)
+    short = min(work.shape[:2])
+    polarity = decide_polarity(_luma(work))
+    # Pass 1: a wide median finds the strokes, even thick ones, and is not
+    # fooled by shadows (a closing this wide would fill them in as "ink")...
+    k1 = _odd(WIDE_KERNEL_FRAC * short)
+    ink, sigma = ink_map(work, median_background(work, k1), polarity)
+    mask = ink_mask(ink, sigma)
+    # ...pass 2: a closing/opening a few stroke widths wide, so that shadow
+    # and paper edges (wider than a stroke) stay background, and the light
+    # is followed closely.
+    width = stroke_width(mask, ink)
+    k2 = _odd(max(3.5 * width + 4, MIN_KERNEL_FRAC * short))
+    if k2 < 0.6 * k1:
+        ink, sigma = ink_map(work, morph_background(work, polarity, k2), polarity)
+        mask = ink_mask(ink, sigma)
     labels, components = find_components(mask, ink)
-    return InkAnalysis(ink, labels, components, weak, scale, image.shape[:2], polarity)
+    return InkAnalysis(ink, labels, components, _mask_floor(sigma), scale, image.shape[:2], polarity)
 
 
 def to_working(image: np.ndarray) -> tuple[np.ndarray, float]:
     """Resize so the long side is WORK_SIDE; float32 [0, 1]."""
     h, w = image.shape[:2]
-    scale = WORK_SIDE / max(h, w)
+    # Small crops are enlarged at most 2x: more would only smear their
+    # noise over many pixels, where it looks like faint strokes.
+    scale = min(WORK_SIDE / max(h, w), 2.0)
     # Very elongated inputs: keep at least 32 px on the short side.
     scale = max(scale, min(32 / min(h, w), 4 * WORK_SIDE / max(h, w)))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
@@ -168,47 +178,77 @@ def to_working(image: np.ndarray) -> tuple[np.ndarray, float]:
     return work.astype(np.float32) / 255.0, scale
 
 
-def estimate_background(work: np.ndarray, exclude: np.ndarray | None = None,
-                        previous: np.ndarray | None = None) -> np.ndarray:
-    """Paper/board colour under the local light, same shape as ``work``.
-
-    Median filter at 1/BG_SCALE resolution with a window of BG_KERNEL_FRAC
-    of the short side. ``exclude``: pixels known to be ink, replaced by
-    ``previous`` before filtering so they do not bias the median.
-    """
-    h, w = work.shape[:2]
-    small_size = (max(4, w // BG_SCALE), max(4, h // BG_SCALE))
-    src = work
-    if exclude is not None and previous is not None:
-        grown = cv2.dilate(exclude.astype(np.uint8), _ellipse(5)).astype(bool)
-        src = work.copy()
-        src[grown] = previous[grown]
-    small = cv2.resize(src, small_size, interpolation=cv2.INTER_AREA)
-    small8 = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)
-    k = int(BG_KERNEL_FRAC * min(small_size)) | 1
-    k = max(3, k)
-    med = cv2.medianBlur(small8, k)
-    med = cv2.GaussianBlur(med, (0, 0), k / 6)  # smooth the median's blockiness
-    return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255.0
-
-
-def decide_polarity(grey: np.ndarray, bg_grey: np.ndarray) -> str:
+def decide_polarity(grey: np.ndarray) -> str:
     """Dark ink on light paper, or light chalk/ink on a dark board.
 
-    Noise is symmetric around the background, ink is not: compare the mass
-    of strong deviations on each side. When that is inconclusive (very
-    little ink), a light background means dark ink.
+    The paper is the majority: a wide median filter ignores strokes of
+    either polarity (and, unlike a closing or opening, does not turn the
+    paper inside a loop into a "light mark"). Ink is what deviates from it
+    strongly. Deviations are taken as log ratios: light falls on ink and
+    paper alike, so a shadow or a bright patch is a bounded factor, while
+    ink is a large one (dark ink reflects a fraction of what paper does,
+    chalk several times what a board does). Count the deviations above
+    half of the strongest, on each side. When that is inconclusive, a
+    light background means dark ink.
     """
-    d = grey - bg_grey
-    sigma = _robust_sigma(d)
-    t = max(3 * sigma, 0.02)
-    dark = float(np.clip(-d - t, 0, None).sum())
-    light = float(np.clip(d - t, 0, None).sum())
-    if dark > 1.5 * light:
+    h, w = grey.shape
+    small = cv2.resize(grey, (max(4, w // BG_SCALE), max(4, h // BG_SCALE)), interpolation=cv2.INTER_AREA)
+    small8 = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)
+    bg = cv2.medianBlur(small8, _odd(POLARITY_KERNEL_FRAC * min(small.shape))).astype(np.float32) / 255
+    d = np.log(small + 0.02) - np.log(bg + 0.02)
+    top = max(float(np.percentile(-d, 99.9)), float(np.percentile(d, 99.9)))
+    t = max(3 * _robust_sigma(d - cv2.GaussianBlur(d, (0, 0), 2)), 0.5 * top, 0.05)
+    dark_mass = float(np.clip(-d - t, 0, None).sum())
+    light_mass = float(np.clip(d - t, 0, None).sum())
+    if dark_mass > 1.5 * light_mass:
         return "dark-ink"
-    if light > 1.5 * dark:
+    if light_mass > 1.5 * dark_mass:
         return "light-ink"
-    return "dark-ink" if float(np.median(bg_grey)) >= 0.4 else "light-ink"
+    return "dark-ink" if float(np.median(bg)) >= 0.4 else "light-ink"
+
+
+def median_background(work: np.ndarray, k: float) -> np.ndarray:
+    """Paper/board colour from a k-wide median (at 1/BG_SCALE resolution).
+
+    Ignores strokes of either polarity up to almost k/2 wide and follows
+    smooth light gradients, but rounds off the edges of shadows."""
+    h, w = work.shape[:2]
+    small = cv2.resize(work, (max(4, w // BG_SCALE), max(4, h // BG_SCALE)), interpolation=cv2.INTER_AREA)
+    small8 = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)
+    ks = _odd(k / BG_SCALE)
+    med = cv2.medianBlur(small8, ks)
+    med = cv2.GaussianBlur(med, (0, 0), max(0.5, ks / 6))  # smooth the median's blockiness
+    return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+
+
+def morph_background(work: np.ndarray, polarity: str, k: int) -> np.ndarray:
+    """Paper/board colour under the local light, same shape as ``work``.
+
+    A closing (dark ink) or opening (light ink) with a k x k window
+    removes every stroke narrower than k and keeps larger shapes: the
+    paper's light gradient, a shadow, the table beyond the paper's edge.
+    Done at half resolution on a lightly smoothed image (smoothing keeps
+    noise peaks from biasing the max/min filters).
+    """
+    h, w = work.shape[:2]
+    half = cv2.resize(work, (max(4, w // 2), max(4, h // 2)), interpolation=cv2.INTER_AREA)
+    half = cv2.GaussianBlur(half, (0, 0), 1.0)
+    kh = max(3, _odd(k / 2))
+    op = cv2.MORPH_CLOSE if polarity == "dark-ink" else cv2.MORPH_OPEN
+    bg = cv2.morphologyEx(half, op, cv2.getStructuringElement(cv2.MORPH_RECT, (kh, kh)))
+    bg = _soften(bg, max(1.0, kh / 6), polarity)
+    return cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+
+
+def _soften(bg: np.ndarray, sigma: float, polarity: str) -> np.ndarray:
+    """Blur away a filter's blocky plateaus without inventing ink.
+
+    Blurring spills bright paper into the dark side of a sharp shadow
+    edge, and that spill would read as a band of dark ink. Keeping the
+    darker of blurred and unblurred (the lighter, for light ink) only ever
+    errs towards "less ink"."""
+    blurred = cv2.GaussianBlur(bg, (0, 0), sigma)
+    return np.minimum(bg, blurred) if polarity == "dark-ink" else np.maximum(bg, blurred)
 
 
 def ink_map(work: np.ndarray, bg: np.ndarray, polarity: str) -> tuple[np.ndarray, float]:
@@ -219,53 +259,76 @@ def ink_map(work: np.ndarray, bg: np.ndarray, polarity: str) -> tuple[np.ndarray
     alike), so a shadowed stroke scores like a lit one. The strongest
     channel wins: blue ballpoint is dark in red and green only.
     """
-    sign = -1.0 if polarity == "dark-ink" else 1.0
-    rel = sign * (work - bg) / np.maximum(bg, RELATIVE_FLOOR)
+    diff = (bg - work) if polarity == "dark-ink" else (work - bg)
+    rel = diff / np.maximum(bg, np.float32(RELATIVE_FLOOR))
     if rel.ndim == 3:
-        rel = rel.max(axis=2)
-    sigma = _robust_sigma(rel)
-    return np.clip(rel - float(np.median(rel)), 0, None).astype(np.float32), sigma
+        rel = np.maximum(np.maximum(rel[:, :, 0], rel[:, :, 1]), rel[:, :, 2])
+    # Noise from the fine-scale residual: a morphological background sits on
+    # the noise peaks, so the map's own spread would overstate it.
+    sigma = _robust_sigma(rel - cv2.GaussianBlur(rel, (0, 0), 2)) * 1.2
+    return np.clip(rel, 0, None).astype(np.float32), sigma
 
 
-def thresholds(ink: np.ndarray, sigma: float) -> tuple[float, float]:
-    """(weak, strong) hysteresis levels.
+def _mask_floor(sigma: float) -> float:
+    return max(3 * sigma, MIN_CONTRAST / 2)
 
-    Strong: Otsu's split of the pixels above the noise (so it separates
-    stroke cores from faint edges and texture), never below 5 sigma or
-    MIN_CONTRAST. Weak: half of it, never below 3 sigma, so strokes grow
-    into their faint, blurred or anti-aliased parts.
+
+def ink_mask(ink: np.ndarray, sigma: float) -> np.ndarray:
+    """Binary ink mask with a threshold per mark.
+
+    Each mark (connected above the noise floor) must peak above a seed
+    level, and keeps the pixels above a fraction of its own peak: a faint
+    pencil digit and a bold marker each get cut at their own half-height,
+    and one strong shape elsewhere (a table edge) does not raise the bar
+    for the digit, as a global threshold would.
     """
-    floor = max(5 * sigma, MIN_CONTRAST)
-    tail = ink[ink > max(3 * sigma, MIN_CONTRAST / 2)]
-    strong = floor
-    if tail.size >= 16:
-        top = float(np.percentile(tail, 99.5))
-        if top > floor:
-            t8 = np.clip(tail / top * 255, 0, 255).astype(np.uint8)
-            otsu, _ = cv2.threshold(t8.reshape(-1, 1), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-            strong = max(floor, float(otsu) / 255 * top)
-    weak = max(0.5 * strong, 3 * sigma, MIN_CONTRAST / 2)
-    return weak, strong
-
-
-def hysteresis(ink: np.ndarray, weak: float, strong: float) -> np.ndarray:
-    """Pixels above ``weak`` that are connected to a pixel above ``strong``."""
-    weak_mask = (ink > weak).astype(np.uint8)
-    n, labels = cv2.connectedComponents(weak_mask, connectivity=8)
+    floor = _mask_floor(sigma)
+    seed = max(6 * sigma, MIN_CONTRAST)
+    n, labels = cv2.connectedComponents((ink > floor).astype(np.uint8), connectivity=8)
     if n <= 1:
-        return weak_mask
-    peak = np.zeros(n, np.float32)
-    np.maximum.at(peak, labels.ravel(), ink.ravel())
-    keep = peak > strong
-    keep[0] = False
-    return keep[labels].astype(np.uint8)
+        return np.zeros(ink.shape, np.uint8)
+    # Peak of a lightly smoothed map: one noisy pixel does not set the level.
+    smooth = cv2.GaussianBlur(ink, (0, 0), 0.8)
+    peak = _label_max(labels, smooth, n)
+    level = np.maximum(floor, PEAK_FRACTION * peak)
+    level[peak < seed] = np.inf
+    level[0] = np.inf
+    return (ink > level[labels]).astype(np.uint8)
+
+
+def stroke_width(mask: np.ndarray, ink: np.ndarray) -> float:
+    """Typical stroke width (pixels) of the writing: 2 * area / perimeter
+    (exact for long strokes) of the biggest high-contrast marks, after
+    closing pinholes (grainy chalk). Faint marks and marks on the frame's
+    edge (shadows, the table) would overstate it."""
+    h, w = mask.shape
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n <= 1:
+        return 0.0
+    peak = _label_max(labels, ink, n)
+    x, y, cw, ch, area = (stats[:, i] for i in range(5))
+    inner = (x > 0) & (y > 0) & (x + cw < w) & (y + ch < h)
+    ok = np.arange(n) > 0
+    if (ok & inner).any():
+        ok &= inner
+    ok &= peak >= 0.5 * peak[ok].max()
+    cand = np.nonzero(ok)[0]
+    cand = cand[np.argsort(area[cand])[::-1][:3]]
+    big = np.isin(labels, cand).astype(np.uint8)
+    big = cv2.morphologyEx(big, cv2.MORPH_CLOSE, _ellipse(3))
+    contours, _ = cv2.findContours(big, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    perimeter = sum(cv2.arcLength(c, True) for c in contours)
+    return 2.0 * float(big.sum()) / perimeter if perimeter > 0 else 0.0
 
 
 def find_components(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, list[Component]]:
-    """Connected marks, without specks, paper edges and shadow bands."""
+    """Connected marks, without specks, paper edges, shadow bands and
+    paper texture."""
     h, w = mask.shape
+    short = min(h, w)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)
+    peak = _label_max(labels, cv2.GaussianBlur(ink, (0, 0), 0.8), n)
     min_area = max(6, int(2e-4 * h * w))
     comps = []
     for i in range(1, n):
@@ -273,12 +336,39 @@ def find_components(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, list
         if area < min_area:
             continue  # specks, dust, sensor noise
         touches = x == 0 or y == 0 or x + cw == w or y + ch == h
-        if touches and (cw >= 0.5 * w or ch >= 0.5 * h):
-            continue  # paper edge, table, shadow band: runs along the frame
-        if area > 0.6 * cw * ch and area > 0.05 * h * w:
+        if touches and border_contact(labels, i, (x, y, cw, ch)) >= 0.35:
+            continue  # paper edge, table, shadow: runs along the frame
+        if (x == 0 and x + cw == w) or (y == 0 and y + ch == h):
+            continue  # a band or line crossing the whole frame
+        if area > 0.8 * cw * ch and area > 0.05 * h * w:
             continue  # a filled region, not a pen stroke (a dark object, a hand)
-        comps.append(Component([i], x, y, cw, ch, area, float(mass[i]), touches))
+        comps.append(Component([i], x, y, cw, ch, area, float(mass[i]), touches, float(peak[i])))
+    # Strokes written with one pen have about the same contrast; marks much
+    # fainter than the strongest sizeable one are paper texture or stains.
+    sizeable = [c.peak for c in comps if max(c.w, c.h) >= 0.04 * short and not c.touches_border]
+    if sizeable:
+        ref = max(sizeable)
+        comps = [c for c in comps if c.peak >= FAINT_FRACTION * ref]
     return labels, comps
+
+
+def border_contact(labels: np.ndarray, i: int, box: tuple[int, int, int, int]) -> float:
+    """Largest fraction of one frame side that component ``i`` lies on.
+
+    The table beyond a paper edge or a shadow band runs along a side; a
+    digit in a tight crop only touches it over a stroke's width."""
+    h, w = labels.shape
+    x, y, cw, ch = box
+    best = 0.0
+    if y == 0:
+        best = max(best, np.count_nonzero(labels[0, x:x + cw] == i) / w)
+    if y + ch == h:
+        best = max(best, np.count_nonzero(labels[h - 1, x:x + cw] == i) / w)
+    if x == 0:
+        best = max(best, np.count_nonzero(labels[y:y + ch, 0] == i) / h)
+    if x + cw == w:
+        best = max(best, np.count_nonzero(labels[y:y + ch, w - 1] == i) / h)
+    return best
 
 
 def select_digit(analysis: InkAnalysis) -> Component:
@@ -309,6 +399,8 @@ def absorb_fragments(digit: Component, others: list[Component]) -> Component:
         for c in pool:
             if c.area < 0.03 * digit.area or max(c.w, c.h) < 0.12 * side:
                 continue
+            if c.peak < 0.5 * digit.peak:
+                continue  # written with the same pen: as dark as the rest
             dx = max(0, max(c.x, digit.x) - min(c.x1, digit.x1))
             dy = max(0, max(c.y, digit.y) - min(c.y1, digit.y1))
             if dx > gap or dy > gap:
@@ -329,23 +421,40 @@ def render_mnist(analysis: InkAnalysis, comp: Component, size: int = 28) -> np.n
     return fit_and_centre(soft, size)
 
 
-def soft_ink(analysis: InkAnalysis, comp: Component, pad: int = 3) -> np.ndarray:
+def soft_ink(analysis: InkAnalysis, comp: Component, pad: int = 3,
+             piece: np.ndarray | None = None) -> np.ndarray:
     """Grey-level ink of the component, cropped, 1.0 on the stroke cores.
 
     Keeps the anti-aliased edges (a hard mask would make jagged, too-thin
     strokes after shrinking) while zeroing every other mark in the crop.
+    ``piece``: boolean mask over the component's box selecting the pixels
+    of one digit cut out of touching neighbours; the neighbours' pixels
+    are zeroed, rim included.
     """
     H, W = analysis.ink.shape
     x0, y0 = max(0, comp.x - pad), max(0, comp.y - pad)
     x1, y1 = min(W, comp.x1 + pad), min(H, comp.y1 + pad)
     ink = analysis.ink[y0:y1, x0:x1]
-    sel = np.isin(analysis.labels[y0:y1, x0:x1], comp.labels)
+    mark = np.isin(analysis.labels[y0:y1, x0:x1], comp.labels)
+    sel = mark
+    if piece is not None:
+        placed = np.zeros_like(mark)
+        oy, ox = comp.y - y0, comp.x - x0
+        placed[oy:oy + comp.h, ox:ox + comp.w] = piece
+        sel = mark & placed
     core = ink[sel]
     lo = 0.5 * analysis.weak
     hi = float(np.percentile(core, 75)) if core.size else 1.0
     hi = max(hi, lo + 1e-3)
     soft = np.clip((ink - lo) / (hi - lo), 0, 1)
-    keep = cv2.dilate(sel.astype(np.uint8), _ellipse(5))  # the stroke and its blurred rim
+    # Inside the mask the stroke is ink even where a very thick stroke made
+    # the background estimate sag (its core would come out hollow).
+    soft = np.maximum(soft, cv2.erode(sel.astype(np.uint8), _ellipse(3)).astype(np.float32))
+    keep = cv2.dilate(sel.astype(np.uint8), _ellipse(5)).astype(bool)  # the stroke and its blurred rim
+    if piece is not None:
+        # A cut is a hard edge: nothing of the neighbour, not even its rim.
+        others = cv2.dilate((mark & ~sel).astype(np.uint8), _ellipse(3)).astype(bool)
+        keep &= ~others | sel
     return (soft * keep).astype(np.float32)
 
 
@@ -430,6 +539,14 @@ def _crop_to_ink(img: np.ndarray, level: float = 0.05) -> np.ndarray | None:
     return img[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
 
 
+def _label_max(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Maximum of ``values`` per label (label 0, the background, skipped)."""
+    fg = labels > 0
+    peak = np.zeros(n, np.float32)
+    np.maximum.at(peak, labels[fg], values[fg])
+    return peak
+
+
 def _luma(img: np.ndarray) -> np.ndarray:
     if img.ndim == 2:
         return img
@@ -442,8 +559,8 @@ def _robust_sigma(values: np.ndarray) -> float:
     so it barely moves the median). Subsampled: the full image is not
     needed for a noise estimate."""
     v = values.ravel()
-    if v.size > 200_000:
-        v = v[:: v.size // 100_000]
+    if v.size > 60_000:
+        v = v[:: v.size // 40_000]
     med = np.median(v)
     return float(1.4826 * np.median(np.abs(v - med))) + 1e-4
 
@@ -452,7 +569,5 @@ def _ellipse(k: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
 
 
-def check_size(size: int) -> int:
-    if size < 8:
-        raise RuntimeInputError(f"model input size {size} too small")
-    return size
+def _odd(x: float) -> int:
+    return max(3, int(x) | 1)

@@ -10,11 +10,11 @@ REFERENCE = dict(arch="seed", arch_config={}, epochs=10, batch_size=100, lr=3e-4
 RECIPES = {
     "reference": REFERENCE,
     # Default: reach 99% test accuracy as soon as possible on a CPU.
-    "fast": dict(arch="edge", arch_config={"widths": [16, 32, 64]}, epochs=1, batch_size=128, lr=5e-3,
+    "fast": dict(arch="edge", arch_config={"widths": [16, 32, 64]}, epochs=1, batch_size=64, lr=1e-2,
                  weight_decay=5e-4, optimizer="adamw", schedule="onecycle", augment=False,
                  label_smoothing=0.0),
     # Best single model: wider, jittered inputs, longer one-cycle schedule.
-    "best": dict(arch="edge", arch_config={"widths": [32, 64, 128], "depth": 2}, epochs=20, batch_size=128, lr=3e-3,
+    "best": dict(arch="edge", arch_config={"widths": [32, 48, 96], "depth": 2}, epochs=20, batch_size=128, lr=5e-3,
                  weight_decay=5e-4, optimizer="adamw", schedule="onecycle", augment=True,
                  label_smoothing=0.1),
 }

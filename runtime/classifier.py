@@ -1,0 +1,139 @@
+"""The public classifier: images in, digits (or numbers) with confidences out."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from .errors import RuntimeInputError
+from .imageio import read_image
+from .model import load_session, softmax
+from .preprocess import DigitCrop, preprocess_digit
+
+DEFAULT_BATCH = 64
+
+
+@dataclass
+class Prediction:
+    """One digit: its label (a string from the model's ``classes``), the
+    model's probability for it, all probabilities, and where it was."""
+
+    label: str
+    index: int
+    confidence: float
+    probabilities: np.ndarray
+    box: tuple[int, int, int, int] | None = None  # x, y, w, h in the input image
+
+    @property
+    def digit(self) -> str:
+        return self.label
+
+
+@dataclass
+class NumberReading:
+    """Digits read left to right."""
+
+    digits: list[Prediction] = field(default_factory=list)
+
+    @property
+    def number(self) -> str:
+        return "".join(d.label for d in self.digits)
+
+    @property
+    def confidence(self) -> float:
+        """Probability that every digit is right (product of confidences)."""
+        return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
+
+
+ImageLike = "np.ndarray | str | os.PathLike"
+
+
+class DigitClassifier:
+    """Loads a model once and classifies images with it.
+
+    >>> clf = DigitClassifier()                 # the shipped INT8 model, CPU/CUDA picked for you
+    >>> clf.classify(["a.jpg", frame])          # one session call per batch
+    >>> clf.read_number("house_number.jpg").number
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
+                 device: str = "auto", batch_size: int = DEFAULT_BATCH):
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        self.session, self.info = load_session(model, threads=threads, device=device)
+        self.batch_size = batch_size
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    @property
+    def input_size(self) -> int:
+        return self.info.input_size
+
+    # -------------------------------------------------- low level
+
+    def predict_pixels(self, pixels: np.ndarray) -> np.ndarray:
+        """Probabilities [N, classes] for MNIST-style inputs [N, S, S] in
+        [0, 1], light on dark; one session call per ``batch_size``."""
+        pixels = np.asarray(pixels, dtype=np.float32)
+        if pixels.ndim == 2:
+            pixels = pixels[None]
+        s = self.info.input_size
+        if pixels.ndim != 3 or pixels.shape[1:] != (s, s):
+            raise RuntimeInputError(f"expected pixels of shape [N, {s}, {s}], got {pixels.shape}")
+        if len(pixels) == 0:
+            return np.zeros((0, len(self.info.classes)), np.float32)
+        if self.info.polarity == "dark-on-light":
+            pixels = 1.0 - pixels
+        lo, hi = self.info.input_range
+        feed = (lo + pixels * (hi - lo))[:, None].astype(np.float32)
+        out = []
+        for i in range(0, len(feed), self.batch_size):
+            logits = self.session.run([self.info.output_name], {self.info.input_name: feed[i:i + self.batch_size]})[0]
+            out.append(softmax(logits.astype(np.float64)).astype(np.float32))
+        return np.concatenate(out)
+
+    def predictions(self, crops: Sequence[DigitCrop]) -> list[Prediction]:
+        """Classify already preprocessed crops, in one batch."""
+        if not crops:
+            return []
+        probs = self.predict_pixels(np.stack([c.pixels for c in crops]))
+        return [self._prediction(p, c.box) for p, c in zip(probs, crops)]
+
+    def _prediction(self, probs: np.ndarray, box=None) -> Prediction:
+        i = int(np.argmax(probs))
+        return Prediction(self.info.classes[i], i, float(probs[i]), probs, box)
+
+    # -------------------------------------------------- images
+
+    def preprocess(self, image: ImageLike) -> DigitCrop:
+        """Read (if a path) and turn into the model's input."""
+        return preprocess_digit(_load(image), self.info.input_size)
+
+    def classify(self, images: Iterable[ImageLike]) -> list[Prediction]:
+        """One digit per image. Raises RuntimeInputError (naming the path)
+        for the first image that cannot be used; see the CLI for per-image
+        error handling."""
+        return self.predictions([self.preprocess(im) for im in images])
+
+    def classify_one(self, image: ImageLike) -> Prediction:
+        return self.classify([image])[0]
+
+    def read_number(self, image: ImageLike) -> NumberReading:
+        """Read a row of digits left to right."""
+        return self.read_numbers([image])[0]
+
+    def read_numbers(self, images: Iterable[ImageLike]) -> list[NumberReading]:
+        from .segment import read_numbers  # keeps single-digit use light
+        return read_numbers(self, [_load(im) for im in images])
+
+
+def _load(image: ImageLike) -> np.ndarray:
+    if isinstance(image, np.ndarray):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    raise RuntimeInputError(f"expected an image array or a path, got {type(image).__name__}")

@@ -1,0 +1,233 @@
+"""Command line: ``python -m runtime classify|webcam ...``.
+
+This is the only place where the runtime's typed errors are caught and
+turned into one-line messages; everything below raises.
+
+Exit status: 0 all inputs classified, 1 some input failed (each reported on
+its own line, the others still processed), 2 bad usage or unusable model.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from .errors import ModelError, RuntimeInputError
+
+EXIT_OK, EXIT_INPUT, EXIT_FATAL = 0, 1, 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m runtime",
+                                description="Classify handwritten digits and numbers in photos (ONNX Runtime, no torch).")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--model", help="ONNX model file (default: the shipped INT8 model)")
+        q.add_argument("--threads", type=_positive, help="inference threads (default: cores available, at most 4)")
+        q.add_argument("--number", action="store_true", help="read a row of digits as one number")
+
+    c = sub.add_parser("classify", help="classify image files or directories of images")
+    c.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
+    common(c)
+    c.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    c.add_argument("--batch-size", type=_positive, default=64, help="images per inference call (default 64)")
+
+    w = sub.add_parser("webcam", help="live classification from a camera or a video file")
+    w.add_argument("--source", default="0", help="camera index or video file (default 0)")
+    common(w)
+    w.add_argument("--no-display", action="store_true", help="run without a window (headless)")
+    w.add_argument("--output", help="write the annotated video to this file (.mp4)")
+    w.add_argument("--max-frames", type=_positive, help="stop after this many frames")
+    return p
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_opencv()
+    try:
+        if args.command == "classify":
+            return run_classify(args)
+        return run_webcam(args)
+    except ModelError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FATAL
+    except RuntimeInputError as e:  # e.g. the webcam source
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FATAL
+    except KeyboardInterrupt:
+        return 130
+
+
+def _quiet_opencv() -> None:
+    """Decoders of corrupt files log to stderr; our own message says it once."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    except Exception:  # older OpenCV without the logging API: only noisier
+        pass
+
+
+# ------------------------------------------------------------ classify
+
+
+@dataclass
+class Item:
+    path: str
+    error: str | None = None
+
+
+def iter_inputs(paths: list[str]) -> Iterator[Item]:
+    """Files as given; directories walked recursively for image files.
+    Problems (missing path, unreadable directory) become error items."""
+    from .imageio import IMAGE_EXTENSIONS
+
+    for arg in paths:
+        p = Path(arg)
+        if p.is_dir():
+            if not os.access(p, os.R_OK | os.X_OK):
+                yield Item(arg, f"{arg}: cannot read directory (permission denied)")
+                continue
+            errors: list[OSError] = []
+            found = []
+            for root, dirs, files in os.walk(p, onerror=errors.append):
+                dirs.sort()
+                found += [os.path.join(root, f) for f in sorted(files) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
+            yield from (Item(f) for f in found)
+            for e in errors:
+                yield Item(e.filename or arg, f"{e.filename or arg}: cannot read directory ({e.strerror or e})")
+        elif p.exists() or p.is_symlink():
+            yield Item(arg)
+        else:
+            yield Item(arg, f"{arg}: no such file or directory")
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from .classifier import DigitClassifier
+
+    clf = DigitClassifier(args.model, threads=args.threads, batch_size=args.batch_size)
+    out = Output(args.json, args.number)
+    failed = False
+    batch: list[Item] = []
+    for item in iter_inputs(args.paths):
+        batch.append(item)
+        if len(batch) == args.batch_size:
+            failed |= classify_batch(clf, batch, args.number, out)
+            batch = []
+    if batch:
+        failed |= classify_batch(clf, batch, args.number, out)
+    return EXIT_INPUT if failed else EXIT_OK
+
+
+def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
+    """Preprocess each item (errors stay with their item), then one
+    inference call for the whole batch. True if any item failed."""
+    from .imageio import read_image
+    from .preprocess import preprocess_digit
+    from .segment import resolve, segment_number
+
+    prepared = []  # (item, crop or layout)
+    for item in items:
+        if item.error is not None:
+            continue
+        try:
+            image = read_image(item.path)
+            if number:
+                prepared.append((item, segment_number(image, clf.input_size)))
+            else:
+                prepared.append((item, preprocess_digit(image, clf.input_size)))
+        except RuntimeInputError as e:
+            item.error = _with_path(item.path, e)
+        except MemoryError:
+            item.error = f"{item.path}: image too large for the memory available"
+        except Exception as e:  # a bug must not stop the other inputs, nor print a traceback
+            item.error = f"{item.path}: internal error ({type(e).__name__}: {e})"
+    if number:
+        results = resolve(clf, [p for _, p in prepared])
+    else:
+        results = clf.predictions([p for _, p in prepared])
+    by_item = {id(item): r for (item, _), r in zip(prepared, results)}
+    for item in items:
+        if item.error is not None:
+            out.error(item.path, item.error)
+        else:
+            out.result(item.path, by_item[id(item)])
+    return any(item.error is not None for item in items)
+
+
+def _with_path(path: str, e: Exception) -> str:
+    text = str(e)
+    return text if text.startswith(str(path)) else f"{path}: {text}"
+
+
+class Output:
+    """Table (default) or JSON lines. Results go to stdout; in table mode
+    errors go to stderr, in JSON mode they are objects on stdout too."""
+
+    def __init__(self, as_json: bool, number: bool):
+        self.as_json, self.number = as_json, number
+        self.header_done = False
+
+    def _header(self) -> None:
+        if not self.as_json and not self.header_done:
+            print("NUMBER     CONF   DIGITS                          FILE" if self.number else "DIGIT  CONF   FILE")
+            self.header_done = True
+
+    def result(self, path: str, r) -> None:
+        if self.as_json:
+            if self.number:
+                obj = {"path": path, "number": r.number,
+                       "digits": [{"digit": d.label, "confidence": round(d.confidence, 4), "box": list(d.box)} for d in r.digits]}
+            else:
+                obj = {"path": path, "digit": r.label, "confidence": round(r.confidence, 4)}
+            print(json.dumps(obj), flush=True)
+            return
+        self._header()
+        if self.number:
+            digits = " ".join(f"{d.label}:{d.confidence:.2f}" for d in r.digits)
+            print(f"{r.number:<10} {r.confidence:.3f}  {digits:<31} {path}", flush=True)
+        else:
+            print(f"{r.label:<6} {r.confidence:.3f}  {path}", flush=True)
+
+    def error(self, path: str, message: str) -> None:
+        if self.as_json:
+            print(json.dumps({"path": path, "error": message}), flush=True)
+        else:
+            print(f"error: {message}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------ webcam
+
+
+def run_webcam(args: argparse.Namespace) -> int:
+    from .classifier import DigitClassifier
+    from .webcam import run
+
+    source = args.source
+    if source.isdigit():
+        source = int(source)
+    clf = DigitClassifier(args.model, threads=args.threads)
+    stats = run(clf, source, number=args.number, display=not args.no_display, output=args.output,
+                max_frames=args.max_frames)
+    print(f"{stats['frames']} frames in {stats['seconds']:.1f} s ({stats['fps']:.1f} FPS)"
+          + (f", video written to {args.output}" if args.output else ""), file=sys.stderr)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from conftest import write_dataset, write_idx
+from train.data import load_splits, resolve_data_dir
+from train.idx import DataError, load_split, read_idx
+
+
+def test_reads_plain_and_gzipped_alike(tmp_path):
+    plain = load_split(write_dataset(tmp_path / "plain"), "train")
+    gz = load_split(write_dataset(tmp_path / "gz", compress=True), "train")
+    assert plain[0].shape == (600, 28, 28) and plain[1].shape == (600,)
+    assert np.array_equal(plain[0], gz[0]) and np.array_equal(plain[1], gz[1])
+
+
+def test_real_mnist_shapes(mnist_dir):
+    images, labels = load_split(mnist_dir, "test")
+    assert images.shape == (10000, 28, 28) and images.dtype == np.uint8
+    assert sorted(np.unique(labels)) == list(range(10))
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda b: b[:-100], "truncated"),
+    (lambda b: b + b"\0" * 7, "trailing bytes"),
+    (lambda b: b"\x00\x00\x09" + b[3:], "bad magic"),
+    (lambda b: b[:3] + b"\x02" + b[4:], "dimensions"),
+    (lambda b: b[:5], "truncated"),
+    (lambda b: b"", "too short"),
+])
+def test_corrupt_image_file_is_named(tmp_path, mutate, message):
+    d = write_dataset(tmp_path)
+    path = d / "train-images-idx3-ubyte"
+    path.write_bytes(mutate(path.read_bytes()))
+    with pytest.raises(DataError, match=message) as e:
+        load_split(d, "train")
+    assert str(path) in str(e.value)
+
+
+def test_corrupt_gzip_is_named(tmp_path):
+    d = write_dataset(tmp_path, compress=True)
+    path = d / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:20])
+    with pytest.raises(DataError, match="cannot read") as e:
+        load_split(d, "test")
+    assert str(path) in str(e.value)
+
+
+def test_mismatched_counts(tmp_path):
+    d = write_dataset(tmp_path)
+    write_idx(d / "train-labels-idx1-ubyte", np.zeros(599, np.uint8))
+    with pytest.raises(DataError, match="599 labels but .* 600 images"):
+        load_split(d, "train")
+
+
+def test_label_out_of_range(tmp_path):
+    d = write_dataset(tmp_path)
+    write_idx(d / "t10k-labels-idx1-ubyte", np.full(200, 10, np.uint8))
+    with pytest.raises(DataError, match="label 10 outside 0..9"):
+        load_split(d, "test")
+
+
+def test_missing_file(tmp_path):
+    d = write_dataset(tmp_path)
+    (d / "t10k-images-idx3-ubyte").unlink()
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.*not found"):
+        load_split(d, "test")
+
+
+def test_missing_data_without_download_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("EDGE_DIGITS_DATA", raising=False)
+    with pytest.raises(DataError, match="no mnist IDX files"):
+        resolve_data_dir(str(tmp_path), "mnist", download=False)
+
+
+def test_validation_split_is_fixed_by_seed_and_disjoint(tmp_path):
+    d = write_dataset(tmp_path)
+    a, b, c = (load_splits(d, "mnist", 100, seed) for seed in (1, 1, 2))
+    assert len(a.val_x) == 100 and len(a.train_x) == 500
+    assert a.val_x.equal(b.val_x) and not a.val_x.equal(c.val_x)
+    train_rows = {bytes(x.numpy()) for x in a.train_x}
+    assert not any(bytes(x.numpy()) in train_rows for x in a.val_x)
+
+
+def test_read_idx_rejects_wrong_ndim(tmp_path):
+    path = write_idx(tmp_path / "x", np.zeros((3, 4), np.uint8))
+    with pytest.raises(DataError, match="2 dimensions, expected 3"):
+        read_idx(path, 3)

@@ -1,0 +1,150 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import REPO, write_dataset
+from train import checkpoint, trainer
+from train.__main__ import main as train_main
+from train.config import TrainConfig
+from train.models import build_model, count_parameters
+
+
+def test_seed_model_matches_the_reference_exactly():
+    model = build_model("seed")
+    assert count_parameters(model) == 507_420
+    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("recipe", ["fast", "best"])
+def test_edge_models_are_small_and_shaped(recipe):
+    cfg = TrainConfig.from_recipe(recipe)
+    model = build_model(cfg.arch, **cfg.arch_config)
+    assert count_parameters(model) < 1_000_000
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_unknown_architecture():
+    with pytest.raises(ValueError, match="unknown architecture 'nope'"):
+        build_model("nope")
+
+
+def small_config(out, data_dir, **overrides) -> TrainConfig:
+    settings = dict(data_dir=str(data_dir), download=False, train_subset=3000, val_size=1000,
+                    epochs=2, batch_size=100, eval_interval=10, out_dir=str(out), augment=True)
+    return TrainConfig.from_recipe("fast", **{**settings, **overrides})
+
+
+def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir):
+    summary = trainer.train(small_config(tmp_path, mnist_dir))
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    losses = [p["loss"] for p in metrics["train"]]
+    assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
+    assert summary["test_accuracy"] > 0.85  # 3,000 images, 60 steps: far above chance, far below the real run
+    ckpt = checkpoint.load(tmp_path / "best.pt")
+    assert ckpt["arch"] == "edge" and ckpt["classes"] == [str(d) for d in range(10)]
+    assert ckpt["metrics"]["test_accuracy"] == summary["test_accuracy"]
+    assert set(ckpt["versions"]) == {"python", "torch", "torchvision"}
+    model = checkpoint.load_model(ckpt)
+    assert model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+    for png in ("curves.png", "confusion.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not (tmp_path / "resume.pt").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_checkpoint_loads_with_weights_only(tmp_path, mnist_dir):
+    trainer.train(small_config(tmp_path, mnist_dir, epochs=1, train_subset=500))
+    obj = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert obj["format"] == "edge-digits-checkpoint"
+
+
+def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monkeypatch):
+    full = trainer.train(small_config(tmp_path / "full", mnist_dir))
+
+    real_evaluate = trainer.evaluate
+
+    def evaluate_then_signal(cfg, model, splits, device, progress):
+        improved = real_evaluate(cfg, model, splits, device, progress)
+        if progress["iteration"] == 40:  # mid-epoch: the batch order must survive too
+            os.kill(os.getpid(), signal.SIGINT)
+        return improved
+
+    monkeypatch.setattr(trainer, "evaluate", evaluate_then_signal)
+    cfg = small_config(tmp_path / "cut", mnist_dir)
+    with pytest.raises(trainer.Interrupted, match="SIGINT at iteration 40"):
+        trainer.train(cfg)
+    assert (tmp_path / "cut" / "resume.pt").exists() and not (tmp_path / "cut" / "best.pt").exists()
+    monkeypatch.setattr(trainer, "evaluate", real_evaluate)
+    resumed = trainer.train(cfg, resume=True)
+
+    a = torch.load(tmp_path / "full" / "best.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["iterations"] == full["iterations"] and resumed["test_accuracy"] == full["test_accuracy"]
+
+
+def test_crash_during_save_leaves_no_partial_file(tmp_path, monkeypatch):
+    target = tmp_path / "best.pt"
+
+    def half_written_then_killed(obj, f):
+        open(f, "wb").write(b"PK\x03\x04 half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", half_written_then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save({"x": torch.zeros(3)}, target)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_sigkill_during_save_never_exposes_a_partial_checkpoint(tmp_path):
+    target = tmp_path / "best.pt"
+    code = (
+        "import sys, time, torch\n"
+        "from train import checkpoint\n"
+        "def slow(obj, f):\n"
+        "    open(f, 'wb').write(b'partial'); print('writing', flush=True); time.sleep(60)\n"
+        "torch.save = slow\n"
+        f"checkpoint.save({{}}, {str(target)!r})\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.kill()
+    proc.wait()
+    assert not target.exists()
+
+
+def test_other_datasets_in_the_same_format_train(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=1200)
+    out = tmp_path / "out"
+    code = train_main(["--dataset", "fashion-mnist", "--data-dir", str(data), "--no-download", "--epochs", "2",
+                       "--val-size", "200", "--eval-interval", "5", "--out", str(out)])
+    assert code == 0
+    ckpt = checkpoint.load(out / "best.pt")
+    assert ckpt["dataset"] == "fashion-mnist" and ckpt["classes"][0] == "T-shirt/top"
+    assert ckpt["metrics"]["test_accuracy"] > 0.9  # the bars are easy to tell apart
+
+
+def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
+    data = write_dataset(tmp_path)
+    (data / "train-labels-idx1-ubyte").write_bytes(b"garbage")
+    assert train_main(["--data-dir", str(data), "--no-download", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "train-labels-idx1-ubyte" in err and "bad magic" in err
+
+
+def test_bad_checkpoint_files_are_named(tmp_path):
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    with pytest.raises(checkpoint.CheckpointError, match="junk.pt: not a readable checkpoint"):
+        checkpoint.load(junk)
+    other = tmp_path / "other.pt"
+    torch.save({"format": "edge-digits-checkpoint", "format_version": 1, "arch": "resnet"}, other)
+    with pytest.raises(checkpoint.CheckpointError, match="unknown architecture 'resnet'"):
+        checkpoint.load(other)
+    with pytest.raises(checkpoint.CheckpointError, match="no such file"):
+        checkpoint.load(tmp_path / "absent.pt")
