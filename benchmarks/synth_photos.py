@@ -300,6 +300,9 @@ def make_digit(rng: np.random.Generator, digit: np.ndarray, label: int, max_side
     return Sample(img, str(int(label)), "digit", meta)
 
 
+TOUCHING = 0.15  # share of neighbouring digits that touch
+
+
 def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list[int], max_side: int = 4000) -> Sample:
     """3-6 digits in a row, varied spacing, some slightly touching.
 
@@ -310,7 +313,7 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
     pen = random_pen(rng)
     H = 120
     parts = [trim(digit_alpha(rng, d, int(H * rng.uniform(0.9, 1.1)), pen)) for d in digits]
-    gaps = [float(rng.uniform(-0.03, 0.0)) if rng.random() < 0.25 else float(rng.uniform(0.05, 0.45))
+    gaps = [float(rng.uniform(-0.03, 0.0)) if rng.random() < TOUCHING else float(rng.uniform(0.05, 0.45))
             for _ in parts[1:]]
     height = max(p.shape[0] for p in parts) + int(0.2 * H) + 20
     width = sum(p.shape[1] for p in parts) + int(0.5 * H * len(parts)) + 20

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from .errors import ExportError
+from .files import make_readable
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
@@ -130,12 +131,9 @@ def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
 
 
 def save(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """onnx.save, readable by all like any file the user writes: atomic_output's temporary file
-    is private (0600), which would make a shipped model unreadable to other users."""
+    """onnx.save into (a temporary file from) atomic_output, with the usual file mode."""
     onnx.save(model, path)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+    make_readable(path)
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:

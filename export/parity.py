@@ -62,3 +62,10 @@ def torch_parity(module: PixelModel, model: str | os.PathLike, pixels: np.ndarra
                  batch_size: int = 1000) -> Parity:
     """ONNX file against the PyTorch model it came from: the figure every report quotes."""
     return compare(torch_logits(module, pixels, batch_size), onnx_logits(model, pixels, batch_size), labels)
+
+
+def parity_table(module: PixelModel, models: dict[str, str | os.PathLike], pixels: np.ndarray,
+                 labels: np.ndarray, batch_size: int = 1000) -> dict[str, Parity]:
+    """Every model file (keyed by precision) against the PyTorch model, sharing one PyTorch pass."""
+    reference = torch_logits(module, pixels, batch_size)
+    return {name: compare(reference, onnx_logits(path, pixels, batch_size), labels) for name, path in models.items()}

@@ -340,7 +340,7 @@ def find_components(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, list
             continue  # paper edge, table, shadow: runs along the frame
         if (x == 0 and x + cw == w) or (y == 0 and y + ch == h):
             continue  # a band or line crossing the whole frame
-        if area > 0.8 * cw * ch and area > 0.05 * h * w:
+        if area > 0.8 * cw * ch and area > 0.2 * h * w:
             continue  # a filled region, not a pen stroke (a dark object, a hand)
         comps.append(Component([i], x, y, cw, ch, area, float(mass[i]), touches, float(peak[i])))
     # Strokes written with one pen have about the same contrast; marks much

@@ -28,10 +28,11 @@ MAX_PIECES = 4  # per mark; more touching digits than that is a scribble
 MAX_SPLITS = 6  # cut hypotheses per mark sent to the model (best priors first)
 WIDE = 1.1  # piece wider than this times the row height: unlikely one digit
 SPLIT_RATIO = 1.25  # marks this many typical digit widths wide may be several digits
-SPLIT_ASPECT = 0.9  # or this much wider than tall
+SPLIT_ASPECT = 0.6  # or this much wider than tall (a touching 1 adds little width)
+FRAGMENT_HEIGHT = 0.5  # marks shorter than this share of the digit height may be pieces of one
 ASPECT_WEIGHT = 0.6  # weight of the mark's own shape against the row's widths (count_prior)
 EXTRA_DIGIT_COST = 1.0  # log-prior cost of each extra digit in a mark (touching is rare)
-MODEL_WEIGHT = 1.0  # weight of the model's log-confidences against the shape priors
+MODEL_WEIGHT = 4.0  # weight of the model's log-confidences against the shape priors
 CUT_WEIGHT = 1.5  # log-prior per stroke width of ink a cut crosses beyond the first
 MAX_GAP = 1.2  # widest gap between digits of one number, in digit heights
 MIN_PIECE_HEIGHT = 0.55  # of the mark's height: shorter pieces are parts of a digit
@@ -142,25 +143,26 @@ def chain(marks: list[Component], ref_h: float) -> list[Component]:
 
 
 def merge_fragments(comps: list[Component], ref_h: float) -> list[Component]:
-    """Merge pieces of one digit (the bar of a 5, a broken 4) into it.
+    """Merge pieces of one digit (the detached bar of a 5, a broken 4) into it.
 
-    Two full-height marks side by side are two digits even when a slanted
-    stroke makes them overlap a little; a short mark that mostly overlaps
-    a taller one in x, or sits right next to it, is a piece of it."""
+    A fragment is short (under half the digit height) and lies mostly
+    within a taller mark's columns, or right next to it; a full-height
+    mark is a digit of its own even when slanted strokes make its box
+    overlap its neighbour's (touching digits are cut apart later)."""
     marks: list[Component] = []
     for c in comps:  # tallest first
         best, best_score = None, 0.0
-        short = c.h < 0.75 * ref_h
+        fragment = c.h < FRAGMENT_HEIGHT * ref_h
         for i, m in enumerate(marks):
             ov = min(c.x1, m.x1) - max(c.x, m.x)
-            frac = ov / max(1, min(c.w, m.w))
+            frac = ov / max(1, c.w)  # share of the fragment's columns inside the mark
             vgap = max(0, max(c.y, m.y) - min(c.y1, m.y1))
             if vgap > 0.25 * ref_h:
                 continue
-            if (short and frac >= 0.5) or frac >= 0.8:
+            if (fragment and frac >= 0.5) or frac >= 0.9:
                 score = 1.0 + frac
-            elif short and c.h < 0.5 * ref_h and -ov <= 0.1 * ref_h:
-                score = 1.0 - (-ov) / (0.1 * ref_h)  # detached piece right next to it
+            elif fragment and -ov <= 0.1 * ref_h:
+                score = 1.0 - max(0, -ov) / (0.1 * ref_h + 1e-6)  # detached piece right next to it
             else:
                 continue
             if score > best_score:

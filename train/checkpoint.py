@@ -23,8 +23,8 @@ class CheckpointError(Exception):
 
 
 def versions() -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__}
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
+            "torchvision": str(torchvision.__version__)}
 
 
 def save(obj: dict, path: str | os.PathLike) -> None:

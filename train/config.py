@@ -14,7 +14,7 @@ RECIPES = {
                  weight_decay=5e-4, optimizer="adamw", schedule="onecycle", augment=False,
                  label_smoothing=0.0),
     # Best single model: wider, jittered inputs, longer one-cycle schedule.
-    "best": dict(arch="edge", arch_config={"widths": [32, 48, 96], "depth": 2}, epochs=20, batch_size=128, lr=5e-3,
+    "best": dict(arch="edge", arch_config={"widths": [32, 64, 128]}, epochs=15, batch_size=128, lr=5e-3,
                  weight_decay=5e-4, optimizer="adamw", schedule="onecycle", augment=True,
                  label_smoothing=0.1),
 }

@@ -1,0 +1,688 @@
+"""python -m benchmarks.latency: one trained model in every inference format, timed on this machine.
+
+    python -m benchmarks.latency [--quick] [--model-dir DIR]
+    python -m benchmarks.latency --checkpoint best.pt --fp32 m-fp32.onnx --int8 m-int8.onnx
+
+Formats: PyTorch eager, PyTorch compiled (TorchScript trace+freeze+optimize_for_inference,
+or torch.compile when it is faster; full mode tries both), ONNX Runtime FP32 and INT8 on the
+CPU; with a GPU also PyTorch eager and ONNX Runtime FP32/FP16 on CUDA. Every format takes the
+same raw [0, 1] pixels: the torch formats run the checkpoint's model behind its normalisation.
+
+What is timed is what a user's code runs: the model or session is built beforehand, the input
+already sits in memory, and the call returns numpy logits (`session.run` for ONNX Runtime,
+`model(x).numpy()` for torch). Each call is timed alone with perf_counter_ns after warm-up.
+The run is split into rounds; each round times every format at every thread count once, in
+an order rotated from round to round, so drift in the machine's speed hits every format alike.
+Latency percentiles pool the calls of all rounds; the spread shown is the range of the
+per-round medians. The machine's float32 peak (best large matrix product) is measured in the
+same rounds, on the same thread counts.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import warnings
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from train.checkpoint import CheckpointError, load, load_model, sha256
+from train.idx import DataError, load_split
+
+from . import machine
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED_DIR = REPO / "runtime" / "models"
+SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx", "fp16": "digits-fp16.onnx"}
+DATA_ENV = "EDGE_DIGITS_DATA"
+DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "MNIST" / "raw"
+DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
+
+
+@dataclass(frozen=True)
+class Settings:
+    rounds: int                # each round times every (format, threads) once
+    latency_calls: int         # batch-1 calls per round: at least this many...
+    latency_seconds: float     # ...and for at least this long
+    throughput_calls: int      # calls per batch size per round: at least this many...
+    throughput_seconds: float  # ...and for at least this long
+    warmup_calls: int          # untimed batch-1 calls before each block (caches, thread pools, lazy init)
+    accuracy_images: int       # test images for accuracy; 0 = the whole test set
+    try_compile: bool          # torch.compile costs ~1 min of compilation on 2 cores: full mode only
+    peak_seconds: float        # per thread count per round, for the float32 peak
+
+
+MODES = {
+    "full": Settings(rounds=7, latency_calls=300, latency_seconds=0.5, throughput_calls=3, throughput_seconds=0.3,
+                     warmup_calls=20, accuracy_images=0, try_compile=True, peak_seconds=0.3),
+    "quick": Settings(rounds=3, latency_calls=150, latency_seconds=0.15, throughput_calls=2, throughput_seconds=0.1,
+                      warmup_calls=10, accuracy_images=0, try_compile=False, peak_seconds=0.2),
+    # For the test suite: shows the machinery works, says nothing about speed.
+    "tiny": Settings(rounds=2, latency_calls=10, latency_seconds=0.0, throughput_calls=1, throughput_seconds=0.0,
+                     warmup_calls=2, accuracy_images=500, try_compile=False, peak_seconds=0.02),
+}
+BATCH_SIZES = (64, 256, 1024)
+FLOOR_BATCH = 256
+ACCURACY_BATCH = 1000
+PAUSE_BETWEEN_BLOCKS_S = 0.02  # lets the previous block's spinning pool threads (OpenMP, ORT) go idle
+
+# The floors of issue 5: (name, what, floor). Ratios are "how many times better".
+FLOOR_SPEEDUP_INT8_LATENCY = 6.0
+FLOOR_SPEEDUP_INT8_VS_FP32 = 1.5
+FLOOR_SPEEDUP_ORT_VS_EAGER = 2.0
+FLOOR_MAX_ACCURACY_DROP_POINTS = 0.15
+
+
+# ------------------------------------------------------------------ models
+
+
+class Normalised(nn.Module):
+    """The checkpoint's model behind its normalisation: takes raw [0, 1] pixels, like the ONNX files."""
+
+    def __init__(self, model: nn.Module, mean: float, std: float):
+        super().__init__()
+        self.model, self.mean, self.std = model, float(mean), float(std)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model((pixels - self.mean) / self.std)
+
+
+@dataclass
+class ModelFiles:
+    checkpoint: Path
+    onnx: dict[str, Path]  # precision -> file (only those that exist)
+    notes: list[str] = field(default_factory=list)
+
+
+def newest(paths: list[Path]) -> Path | None:
+    return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
+
+
+def onnx_metadata(path: Path) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def default_checkpoint(onnx_files: dict[str, Path]) -> Path | None:
+    """The runs/*/best.pt the ONNX files were made from (by their checkpoint_sha256), else the newest one."""
+    candidates = sorted(REPO.glob("runs/*/best.pt"))
+    wanted = {onnx_metadata(p).get("checkpoint_sha256") for p in onnx_files.values()} - {None}
+    matching = [p for p in candidates if wanted and sha256(p) in wanted]
+    return newest(matching) or newest(candidates)
+
+
+def glob_variant(directory: Path, precision: str) -> Path | None:
+    return newest(sorted(directory.glob(f"*{precision}*.onnx")))
+
+
+def resolve_models(args: argparse.Namespace) -> ModelFiles:
+    """Flags first, then --model-dir (DIR/best.pt, DIR/*fp32*.onnx, ...), then the shipped runtime/models/."""
+    explicit = {"fp32": args.fp32, "int8": args.int8, "fp16": args.fp16}
+    found: dict[str, Path | None] = {}
+    for precision, path in explicit.items():
+        if path:
+            found[precision] = Path(path)
+        elif args.model_dir:
+            found[precision] = glob_variant(Path(args.model_dir), precision)
+        else:
+            found[precision] = SHIPPED_DIR / SHIPPED[precision]
+    notes = [f"no {p.upper()} ONNX model ({path or 'nothing matched in ' + str(args.model_dir)}): format skipped"
+             for p, path in found.items() if not (path and path.is_file()) and p != "fp16"]
+    onnx_files = {p: path for p, path in found.items() if path and path.is_file()}
+    if args.checkpoint:
+        checkpoint = Path(args.checkpoint)
+    elif args.model_dir:
+        checkpoint = Path(args.model_dir) / "best.pt"
+    else:
+        checkpoint = default_checkpoint(onnx_files)
+    if checkpoint is None:
+        raise CheckpointError("no checkpoint found in runs/*/best.pt: pass --checkpoint or --model-dir")
+    notes += same_model_warnings(checkpoint, onnx_files)
+    return ModelFiles(checkpoint, onnx_files, notes)
+
+
+def same_model_warnings(checkpoint: Path, onnx_files: dict[str, Path]) -> list[str]:
+    """The comparison only means something if every file holds the same trained weights."""
+    if not checkpoint.is_file():
+        return []
+    digest = sha256(checkpoint)
+    return [f"WARNING: {path} was not made from {checkpoint} (checkpoint_sha256 differs): not the same model"
+            for path in onnx_files.values() if onnx_metadata(path).get("checkpoint_sha256") not in (None, digest)]
+
+
+def count_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates per image of the Conv2d and Linear layers, read off a forward pass with hooks."""
+    total = 0
+
+    def conv(m: nn.Conv2d, inputs, out):
+        nonlocal total
+        total += out[0].numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+
+    def linear(m: nn.Linear, inputs, out):
+        nonlocal total
+        total += out[0].numel() * m.in_features
+
+    hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.inference_mode():
+        model(example[:1])
+    for h in hooks:
+        h.remove()
+    return total
+
+
+# ------------------------------------------------------------------ formats
+
+
+@dataclass
+class Runner:
+    """One format at one thread count: `predict(prepare(x))` is the call a user's code makes."""
+    key: str
+    threads: int
+    predict: Callable[[Any], np.ndarray]
+    prepare: Callable[[np.ndarray], Any]     # numpy pixels -> the input object, built before timing
+    activate: Callable[[], None] = lambda: None  # process-wide settings (torch's thread count) for this block
+
+
+@dataclass
+class Format:
+    key: str
+    name: str
+    file: Path
+    device: str = "cpu"
+    detail: str = ""
+    runners: dict[int, Runner] = field(default_factory=dict)  # threads -> runner
+
+
+def torch_runner(key: str, module: Callable, threads: int, device: str = "cpu") -> Runner:
+    def predict(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            if device == "cpu":
+                return module(x).numpy()
+            return module(x.to(device)).cpu().numpy()  # host -> device -> host: what a user pays
+
+    return Runner(key, threads, predict, prepare=torch.from_numpy, activate=lambda: torch.set_num_threads(threads))
+
+
+def ort_options(threads: int, optimized_path: Path | None = None) -> ort.SessionOptions:
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    o.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # one chain of ops: nothing to run in parallel
+    o.intra_op_num_threads = threads
+    o.inter_op_num_threads = 1
+    # Pool threads spin between ops instead of sleeping: lower latency, the usual choice when
+    # inference owns the cores (ORT's default; stated so the setting is on record).
+    o.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    o.log_severity_level = 3
+    if optimized_path:
+        o.optimized_model_filepath = str(optimized_path)
+    return o
+
+
+def ort_runner(key: str, path: Path, threads: int, provider: str = "CPUExecutionProvider") -> Runner:
+    session = ort.InferenceSession(str(path), ort_options(threads), providers=[provider])
+    inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
+    return Runner(key, threads, lambda x: session.run([out], {inp: x})[0], prepare=np.ascontiguousarray)
+
+
+def torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
+    """Trace, freeze (weights become constants, BatchNorm folds into conv) and let oneDNN take the convs."""
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # TorchScript's deprecation notice
+        return torch.jit.optimize_for_inference(torch.jit.freeze(torch.jit.trace(module, example)))
+
+
+def inductor(module: nn.Module, examples: list[torch.Tensor]) -> Callable:
+    """torch.compile (Inductor, C++ kernels), compiled here for every batch size the benchmark uses."""
+    import torch._inductor.config as inductor_config
+
+    # Inductor bakes torch.get_num_threads() into its C++ kernels unless told to read it at run time:
+    # without this the "1 thread" runs would use the thread count of the compile.
+    inductor_config.cpp.dynamic_threads = True
+    inductor_config.freezing = True  # weights as constants: BN folding, pre-packed oneDNN conv weights
+    compiled = torch.compile(module)
+    with torch.inference_mode():
+        for x in examples:
+            compiled(x)
+    return compiled
+
+
+def quick_score(module: Callable, x1: torch.Tensor, x256: torch.Tensor, threads: int) -> dict:
+    """Batch-1 1-thread p50 and batch-256 all-threads time of a candidate: enough to rank two of them."""
+    torch.set_num_threads(1)
+    r1 = torch_runner("trial", module, 1)
+    lat = np.median(time_calls(r1.predict, x1, 200, 0.2, 20))
+    torch.set_num_threads(threads)
+    big = np.median(time_calls(r1.predict, x256, 3, 0.2, 1))
+    return {"batch1_p50_us": lat / 1e3, "batch256_ms": big / 1e6}
+
+
+def choose_compiled(module: nn.Module, pixels: np.ndarray, settings: Settings, threads: int) -> tuple[str, Callable, dict]:
+    """Build every compiled path that works, time each briefly, keep the faster. Returns (label, module, report)."""
+    x1, x256 = torch.from_numpy(pixels[:1]), torch.from_numpy(pixels[:FLOOR_BATCH])
+    builders = {"TorchScript trace+freeze+optimize_for_inference": lambda: torchscript(module, x1)}
+    if settings.try_compile:
+        shapes = [x1] + [torch.from_numpy(pixels[:b]) for b in (*BATCH_SIZES, ACCURACY_BATCH)]
+        builders["torch.compile (Inductor, freezing)"] = lambda: inductor(module, shapes)
+    built, report = {}, {}
+    for label, build in builders.items():
+        start = time.perf_counter()
+        try:
+            built[label] = build()
+        except Exception as e:  # a compiler failure of any kind means: this path does not work here
+            report[label] = {"error": f"{type(e).__name__}: {str(e).strip().splitlines()[0][:200]}"}
+            continue
+        report[label] = {"build_seconds": round(time.perf_counter() - start, 1)}
+    if not built:
+        raise RuntimeError(f"no compiled PyTorch path works: {report}")
+    if len(built) > 1:
+        for label, m in built.items():
+            report[label].update(quick_score(m, x1, x256, threads))
+    best = min(built, key=lambda k: math.sqrt(report[k].get("batch1_p50_us", 1) * report[k].get("batch256_ms", 1)))
+    report[best]["chosen"] = True
+    return best, built[best], report
+
+
+def build_formats(files: ModelFiles, module: nn.Module, pixels: np.ndarray, thread_counts: list[int],
+                  settings: Settings, notes: list[str]) -> tuple[list[Format], dict]:
+    eager = Format("torch_eager", "PyTorch eager", files.checkpoint)
+    label, compiled, compile_report = choose_compiled(module, pixels, settings, max(thread_counts))
+    short = "TorchScript" if label.startswith("TorchScript") else "torch.compile"
+    fast = Format("torch_compiled", f"PyTorch {short}", files.checkpoint, detail=label)
+    for t in thread_counts:
+        eager.runners[t] = torch_runner(eager.key, module, t)
+        fast.runners[t] = torch_runner(fast.key, compiled, t)
+    formats = [eager, fast]
+    for precision in ("fp32", "int8"):
+        if precision in files.onnx:
+            f = Format(f"ort_{precision}", f"ORT {precision.upper()}", files.onnx[precision])
+            f.runners = {t: ort_runner(f.key, f.file, t) for t in thread_counts}
+            formats.append(f)
+    formats += cuda_formats(files, module, max(thread_counts), notes)
+    return formats, compile_report
+
+
+def cuda_formats(files: ModelFiles, module: nn.Module, threads: int, notes: list[str]) -> list[Format]:
+    """With a GPU: PyTorch eager and ORT FP32/FP16 on CUDA, run once (the host thread count hardly matters)."""
+    found = []
+    if torch.cuda.is_available():
+        f = Format("torch_eager_cuda", "PyTorch eager CUDA", files.checkpoint, device="cuda")
+        f.runners[threads] = torch_runner(f.key, copy.deepcopy(module).cuda(), threads, device="cuda")
+        found.append(f)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        for precision in ("fp32", "fp16"):
+            if precision in files.onnx:
+                f = Format(f"ort_{precision}_cuda", f"ORT {precision.upper()} CUDA", files.onnx[precision], device="cuda")
+                f.runners[threads] = ort_runner(f.key, f.file, threads, "CUDAExecutionProvider")
+                found.append(f)
+    else:
+        notes.append("FP16: measured on CUDA only (ONNX Runtime's CPU kernels have no fast FP16 path); "
+                     "no CUDAExecutionProvider here, so no FP16 row")
+    return found
+
+
+# ------------------------------------------------------------------ timing
+
+
+def time_calls(predict: Callable, x: Any, min_calls: int, min_seconds: float, warmup: int) -> np.ndarray:
+    """Nanoseconds of each call, after `warmup` untimed calls; at least min_calls and min_seconds."""
+    for _ in range(warmup):
+        predict(x)
+    times = []
+    deadline = time.perf_counter_ns() + int(min_seconds * 1e9)
+    while len(times) < min_calls or time.perf_counter_ns() < deadline:
+        start = time.perf_counter_ns()
+        predict(x)
+        times.append(time.perf_counter_ns() - start)
+    return np.array(times, dtype=np.int64)
+
+
+@dataclass
+class Samples:
+    """Everything measured for one runner over all rounds."""
+    latency_ns: list[np.ndarray] = field(default_factory=list)               # one array per round
+    images_per_s: dict[int, list[float]] = field(default_factory=dict)        # batch -> one value per round
+
+
+def time_block(runner: Runner, inputs: dict[int, Any], samples: Samples, settings: Settings) -> None:
+    """One round of one runner: batch-1 latency, then throughput at each batch size."""
+    runner.activate()
+    samples.latency_ns.append(time_calls(runner.predict, inputs[1], settings.latency_calls,
+                                         settings.latency_seconds, settings.warmup_calls))
+    for batch in BATCH_SIZES:
+        ns = time_calls(runner.predict, inputs[batch], settings.throughput_calls, settings.throughput_seconds, 1)
+        samples.images_per_s.setdefault(batch, []).append(batch * len(ns) / (ns.sum() * 1e-9))
+
+
+def run_rounds(formats: list[Format], pixels: np.ndarray, thread_counts: list[int],
+               settings: Settings) -> tuple[dict[tuple[str, int], Samples], dict[int, float]]:
+    """All rounds; returns samples per (format key, threads) and the best peak FLOP/s per thread count."""
+    runners = [r for f in formats for r in f.runners.values()]
+    inputs = {id(r): {b: r.prepare(np.ascontiguousarray(pixels[:b])) for b in (1, *BATCH_SIZES)} for r in runners}
+    samples = {(r.key, r.threads): Samples() for r in runners}
+    peaks = {t: 0.0 for t in thread_counts}
+    for i in range(settings.rounds):
+        start = time.perf_counter()
+        for t in thread_counts:
+            peaks[t] = max(peaks[t], machine.matmul_flops(t, seconds=settings.peak_seconds))
+        shift = i % len(runners)
+        for r in runners[shift:] + runners[:shift]:
+            time.sleep(PAUSE_BETWEEN_BLOCKS_S)
+            time_block(r, inputs[id(r)], samples[(r.key, r.threads)], settings)
+        print(f"  round {i + 1}/{settings.rounds}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+    return samples, peaks
+
+
+def accuracy(fmt: Format, pixels: np.ndarray, labels: np.ndarray) -> float:
+    runner = fmt.runners[max(fmt.runners)]
+    runner.activate()
+    predicted = np.concatenate([runner.predict(runner.prepare(np.ascontiguousarray(pixels[i:i + ACCURACY_BATCH])))
+                                for i in range(0, len(pixels), ACCURACY_BATCH)]).argmax(1)
+    return float((predicted == labels).mean())
+
+
+# ------------------------------------------------------------------ figures
+
+
+def percentiles(ns: np.ndarray) -> dict:
+    us = ns / 1e3
+    return {"p50": float(np.percentile(us, 50)), "p90": float(np.percentile(us, 90)),
+            "p99": float(np.percentile(us, 99)), "mean": float(us.mean()), "calls": int(len(us))}
+
+
+def summarise(samples: Samples, macs: int, peak_flops: float | None) -> dict:
+    lat = percentiles(np.concatenate(samples.latency_ns))
+    round_p50 = [float(np.median(r)) / 1e3 for r in samples.latency_ns]
+    lat["p50_per_round_min_max"] = [min(round_p50), max(round_p50)]
+    peak_macs = peak_flops / 2 if peak_flops else None
+    out = {"latency_us": lat, "throughput": {}}
+    for batch, values in [(1, [1e6 / v for v in round_p50]), *samples.images_per_s.items()]:
+        med = float(np.median(values))
+        out["throughput"][str(batch)] = {
+            "images_per_s": med, "per_round_min_max": [min(values), max(values)],
+            "mac_per_s": med * macs, "peak_share": med * macs / peak_macs if peak_macs else None}
+    return out
+
+
+def ratio(num: float | None, den: float | None) -> float | None:
+    return num / den if num and den else None
+
+
+def floor_checks(results: dict) -> list[dict]:
+    """The four floors of issue 5, each with the figures it compares."""
+    rows = {(f["key"], t): f["timings"][t] for f in results["formats"] for t in f["timings"]}
+    one, thread_keys = "1", sorted({t for _, t in rows}, key=int)
+    p50 = lambda key, t: rows.get((key, t), {}).get("latency_us", {}).get("p50")  # noqa: E731
+    thr = lambda key, t: rows.get((key, t), {}).get("throughput", {}).get(str(FLOOR_BATCH), {}).get("images_per_s")  # noqa: E731
+    checks = [{"name": "ORT INT8 vs PyTorch eager, batch-1 latency p50, 1 thread", "floor": FLOOR_SPEEDUP_INT8_LATENCY,
+               "value": ratio(p50("torch_eager", one), p50("ort_int8", one))}]
+    for t in thread_keys:
+        checks.append({"name": f"ORT INT8 vs ORT FP32, batch-{FLOOR_BATCH} throughput, {t} thread(s)",
+                       "floor": FLOOR_SPEEDUP_INT8_VS_FP32, "value": ratio(thr("ort_int8", t), thr("ort_fp32", t))})
+    for t in thread_keys:
+        checks.append({"name": f"ORT FP32 vs PyTorch eager, batch-{FLOOR_BATCH} throughput, {t} thread(s)",
+                       "floor": FLOOR_SPEEDUP_ORT_VS_EAGER, "value": ratio(thr("ort_fp32", t), thr("torch_eager", t))})
+    acc = {f["key"]: f["accuracy"] for f in results["formats"]}
+    base = acc.get("torch_eager")
+    drop = max(100 * (base - a) for a in acc.values())
+    checks.append({"name": "largest accuracy drop vs PyTorch FP32 (points)", "floor": FLOOR_MAX_ACCURACY_DROP_POINTS,
+                   "value": drop, "lower_is_better": True})
+    for c in checks:
+        v = c["value"]
+        c["met"] = None if v is None else (v <= c["floor"] + 1e-9 if c.get("lower_is_better") else v >= c["floor"])
+    return checks
+
+
+# ------------------------------------------------------------------ output
+
+
+def fmt_us(x: float) -> str:
+    return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def fmt_rate(entry: dict) -> str:
+    lo, hi = entry["per_round_min_max"]
+    half_range = (hi - lo) / 2 / entry["images_per_s"]
+    return f"{entry['images_per_s']:,.0f} ±{half_range:.0%}"
+
+
+def model_table(results: dict) -> str:
+    base = next(f["accuracy"] for f in results["formats"] if f["key"] == "torch_eager")
+    n = results["accuracy_images"]
+    lines = [f"| format | file | size | params | MACs/image | test accuracy ({n:,} images) | vs PyTorch FP32 |",
+             "|---|---|---|---|---|---|---|"]
+    for f in results["formats"]:
+        lines.append(f"| {f['name']} | {Path(f['file']).name} | {f['file_bytes'] / 1024:.0f} KiB | {f['parameters']:,} "
+                     f"| {f['macs_per_image'] / 1e6:.2f} M | {100 * f['accuracy']:.2f}% "
+                     f"| {100 * (f['accuracy'] - base):+.2f} pt |")
+    return "\n".join(lines)
+
+
+def speed_table(results: dict) -> str:
+    head = " | ".join(f"img/s b{b}" for b in BATCH_SIZES)
+    lines = [f"| format | threads | b1 p50 µs (round range) | b1 p90 µs | b1 p99 µs | {head} "
+             f"| GMAC/s b{FLOOR_BATCH} | % of fp32 peak b1 / b{FLOOR_BATCH} |",
+             "|---|---|---|---|---|" + "---|" * len(BATCH_SIZES) + "---|---|"]
+    for f in results["formats"]:
+        for t, s in f["timings"].items():
+            lat, thr = s["latency_us"], s["throughput"]
+            lo, hi = lat["p50_per_round_min_max"]
+            shares = [thr[str(b)]["peak_share"] for b in (1, FLOOR_BATCH)]
+            share = " / ".join(f"{100 * x:.1f}%" if x is not None else "n/a" for x in shares)
+            lines.append(f"| {f['name']} | {t} | {fmt_us(lat['p50'])} ({fmt_us(lo)}–{fmt_us(hi)}) | {fmt_us(lat['p90'])} "
+                         f"| {fmt_us(lat['p99'])} | " + " | ".join(fmt_rate(thr[str(b)]) for b in BATCH_SIZES)
+                         + f" | {thr[str(FLOOR_BATCH)]['mac_per_s'] / 1e9:.1f} | {share} |")
+    return "\n".join(lines)
+
+
+def floor_lines(checks: list[dict]) -> list[str]:
+    out = []
+    for c in checks:
+        verdict = {True: "met", False: "NOT met", None: "n/a (format missing)"}[c["met"]]
+        sign = "≤" if c.get("lower_is_better") else "≥"
+        value = "n/a" if c["value"] is None else (f"{c['value']:.2f}" + ("" if c.get("lower_is_better") else "x"))
+        out.append(f"- {c['name']}: {value} (floor {sign} {c['floor']:g}{'' if c.get('lower_is_better') else 'x'}): {verdict}")
+    return out
+
+
+def report(results: dict) -> str:
+    m = results["machine"]
+    peaks = ", ".join(f"{t} thread(s) {p['gflops']:.1f} GFLOP/s" for t, p in results["peak"].items())
+    parts = [
+        f"## Inference latency and throughput ({results['mode']} mode)",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({' '.join(m['cpu_flags'])}); "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
+        + f"; load average before {m['load_average_1_5_15min']}, after {results['load_average_after']}",
+        f"Model: {results['checkpoint']} ({results['arch']}); compiled PyTorch path: {results['compiled']['chosen']}",
+        "", model_table(results), "", speed_table(results), "",
+        f"Measured float32 peak (best {machine.PEAK_MATRIX}² matmul): {peaks}. "
+        "% of peak = MACs/image × images/s ÷ (FLOP/s ÷ 2). INT8 rows are also against the float32 peak.",
+        f"{results['rounds']} rounds, formats in rotated order; latency percentiles pool all rounds; "
+        "± is half the range of the per-round throughputs.", "", "Floors:", *floor_lines(results["floors"]),
+    ]
+    if results["notes"]:
+        parts += ["", "Notes:", *(f"- {n}" for n in results["notes"])]
+    return "\n".join(parts)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    labels, p50, p99 = [], [], []
+    for f in results["formats"]:
+        for t, s in f["timings"].items():
+            labels.append(f"{f['name']}, {t} thr")
+            p50.append(s["latency_us"]["p50"])
+            p99.append(s["latency_us"]["p99"])
+    y = np.arange(len(labels))
+    left.barh(y, p50, color="tab:blue", label="p50")
+    left.errorbar(p50, y, xerr=[np.zeros(len(y)), np.subtract(p99, p50)], fmt="none", ecolor="black", capsize=3,
+                  label="to p99")
+    left.set_yticks(y, labels)
+    left.invert_yaxis()
+    left.set_xlabel("batch-1 latency (µs)")
+    left.legend()
+    for i, f in enumerate(results["formats"]):
+        for t, s in f["timings"].items():
+            rates = [s["throughput"][str(b)]["images_per_s"] for b in BATCH_SIZES]
+            right.plot(BATCH_SIZES, rates, marker="o", color=f"C{i}", linestyle="-" if t != "1" else "--",
+                       label=f"{f['name']}, {t} thr")
+    right.set_xscale("log", base=2)
+    right.set_yscale("log")
+    right.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
+    right.set_xlabel("batch size")
+    right.set_ylabel("images / s")
+    right.legend(fontsize=8)
+    fig.suptitle(f"{results['machine']['cpu']} ({results['mode']} mode)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------ diagnostics
+
+
+def ort_op_counts(path: Path) -> dict[str, int]:
+    """Op types in the graph ONNX Runtime actually runs (after ORT_ENABLE_ALL), e.g. whether QDQ became QLinearConv."""
+    with tempfile.TemporaryDirectory() as tmp:
+        optimized = Path(tmp) / "optimized.onnx"
+        ort.InferenceSession(str(path), ort_options(1, optimized), providers=["CPUExecutionProvider"])
+        graph = onnx.load(str(optimized)).graph
+    # The domain tells ORT's own kernels apart, e.g. com.microsoft.nchwc:Conv (blocked-layout AVX2 conv).
+    return dict(Counter(f"{n.domain}:{n.op_type}" if n.domain else n.op_type for n in graph.node))
+
+
+def diagnostics(files: ModelFiles) -> dict[str, dict[str, int]]:
+    return {precision: ort_op_counts(path) for precision, path in files.onnx.items() if precision in ("fp32", "int8")}
+
+
+# ------------------------------------------------------------------ main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model-dir", help="take DIR/best.pt, DIR/*fp32*.onnx, DIR/*int8*.onnx (and *fp16*)")
+    p.add_argument("--checkpoint", help="best.pt (default: the runs/*/best.pt the ONNX files came from, else the newest)")
+    p.add_argument("--fp32", help=f"FP32 ONNX model (default: runtime/models/{SHIPPED['fp32']})")
+    p.add_argument("--int8", help=f"INT8 ONNX model (default: runtime/models/{SHIPPED['int8']})")
+    p.add_argument("--fp16", help=f"FP16 ONNX model, timed on CUDA only (default: runtime/models/{SHIPPED['fp16']})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {DEFAULT_DATA_DIR})")
+    p.add_argument("--threads", type=int, nargs="+", help="thread counts to time (default: 1 and all usable cores)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_const", const="quick", dest="mode", help="under a minute: fewer calls")
+    mode.add_argument("--tiny", action="store_const", const="tiny", dest="mode",
+                      help="seconds: checks the machinery only (tests), figures are meaningless")
+    p.add_argument("--rounds", type=int, help="override the mode's number of rounds")
+    p.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR, help="where latency.json and latency.png go")
+    p.add_argument("--json-out", type=Path, help="JSON path (default: OUT_DIR/latency.json)")
+    p.add_argument("--png-out", type=Path, help="chart path (default: OUT_DIR/latency.png)")
+    args = p.parse_args(argv)
+    args.mode = args.mode or "full"
+    return args
+
+
+def settings_for(args: argparse.Namespace) -> Settings:
+    s = MODES[args.mode]
+    return Settings(**{**asdict(s), "rounds": args.rounds}) if args.rounds else s
+
+
+def load_test_set(data_dir: str | None, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
+    images, labels = load_split(data_dir or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR, "test")
+    subset = 0 < limit < len(images)
+    if subset:
+        images, labels = images[:limit], labels[:limit]
+    return (images.astype(np.float32) / np.float32(255.0))[:, None], labels.astype(np.int64), subset
+
+
+def benchmark_inputs(pixels: np.ndarray) -> np.ndarray:
+    """Real test digits for timing, repeated if the test set is smaller than the largest batch."""
+    need = max(BATCH_SIZES)
+    return np.ascontiguousarray(np.resize(pixels, (need, *pixels.shape[1:])) if len(pixels) < need else pixels[:need])
+
+
+def run(args: argparse.Namespace) -> dict:
+    settings = settings_for(args)
+    thread_counts = sorted(set(args.threads or [1, machine.usable_cores()]))
+    files = resolve_models(args)
+    notes = list(files.notes)
+    ckpt = load(files.checkpoint)
+    norm = ckpt["normalization"]
+    model = load_model(ckpt, files.checkpoint)
+    module = Normalised(model, norm["mean"], norm["std"]).eval()
+    pixels, labels, subset = load_test_set(args.data_dir, settings.accuracy_images)
+    timing_pixels = benchmark_inputs(pixels)
+    load_before = machine.load_average()
+
+    print(f"building formats ({args.mode} mode) ...", file=sys.stderr, flush=True)
+    formats, compile_report = build_formats(files, module, timing_pixels, thread_counts, settings, notes)
+    macs = count_macs(model, torch.from_numpy(timing_pixels[:1]))
+    params = sum(p.numel() for p in model.parameters())
+    print("accuracy ...", file=sys.stderr, flush=True)
+    acc = {f.key: accuracy(f, pixels, labels) for f in formats}
+    print("timing ...", file=sys.stderr, flush=True)
+    samples, peaks = run_rounds(formats, timing_pixels, thread_counts, settings)
+    if subset:
+        notes.append(f"accuracy on the first {len(labels):,} test images only (not the whole test set)")
+    if any(f.device == "cuda" for f in formats):
+        notes.append("CUDA rows: input copied from host memory and logits back each call; % of peak is CPU-only")
+
+    return {
+        "schema": "edge-digits-latency/1",
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "mode": args.mode, "settings": asdict(settings), "rounds": settings.rounds,
+        "machine": {**machine.describe(), "load_average_1_5_15min": load_before},
+        "load_average_after": machine.load_average(),
+        "checkpoint": str(files.checkpoint), "arch": ckpt["arch"],
+        "onnx": {p: str(path) for p, path in files.onnx.items()},
+        "accuracy_images": len(labels), "accuracy_subset": subset,
+        "peak": {str(t): {"gflops": peaks[t] / 1e9, "gmac_per_s": peaks[t] / 2e9} for t in thread_counts},
+        "compiled": {"chosen": next(f.detail for f in formats if f.key == "torch_compiled"), "candidates": compile_report},
+        "formats": [{
+            "key": f.key, "name": f.name, "device": f.device, "file": str(f.file), "file_bytes": f.file.stat().st_size,
+            "parameters": params, "macs_per_image": macs, "accuracy": acc[f.key],
+            "timings": {str(t): summarise(samples[(f.key, t)], macs, peaks.get(t) if f.device == "cpu" else None)
+                        for t in f.runners},
+        } for f in formats],
+        "ort_ops_after_optimisation": diagnostics(files),
+        "notes": notes,
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        results = run(args)
+    except (CheckpointError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    results["floors"] = floor_checks(results)
+    json_out = args.json_out or args.out_dir / "latency.json"
+    png_out = args.png_out or args.out_dir / "latency.png"
+    for path in (json_out, png_out):
+        path.parent.mkdir(parents=True, exist_ok=True)
+    json_out.write_text(json.dumps(results, indent=1))
+    plot(results, png_out)
+    print(report(results))
+    print(f"\nwrote {json_out} and {png_out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

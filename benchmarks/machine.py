@@ -1,0 +1,82 @@
+"""The machine behind a benchmark's figures: CPU, cores, load, library versions, and its measured float32 peak."""
+from __future__ import annotations
+
+import importlib
+import os
+import platform
+import time
+
+import torch
+
+# CPU features that decide which kernels run: FMA/AVX2 for float, VNNI/AMX for int8 dot products.
+FLAGS_OF_INTEREST = ("fma", "avx2", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
+LIBRARIES = ("numpy", "torch", "onnxruntime", "onnx")
+PEAK_MATRIX = 1024      # float32 [n, n] @ [n, n] = 2 GFLOP: long enough to time, short enough to repeat
+PEAK_SECONDS = 0.3
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroups affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """CPU model name and the flags of interest, from /proc/cpuinfo where there is one."""
+    model, flags = "", []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and not model:
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    present = set(value.split())
+                    flags = [f for f in FLAGS_OF_INTEREST if f in present]
+    except OSError:
+        pass
+    return model or platform.processor() or platform.machine(), flags
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            found[name] = importlib.import_module(name).__version__
+        except ImportError:
+            found[name] = "not installed"
+    return found
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+def describe() -> dict:
+    model, flags = cpu_info()
+    return {"cpu": model, "cpu_flags": flags, "cores": usable_cores(), "platform": platform.platform(),
+            "versions": versions(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_1_5_15min": load_average()}
+
+
+def matmul_flops(threads: int, n: int = PEAK_MATRIX, seconds: float = PEAK_SECONDS) -> float:
+    """Best float32 FLOP/s of an n x n matrix product on `threads` threads (torch's BLAS, i.e. MKL/oneDNN).
+
+    The best of several products, not the mean: a peak is what the machine can do
+    when nothing disturbs it, and disturbances only ever slow a product down.
+    """
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    out = torch.empty(n, n)
+    torch.mm(a, b, out=out)  # warm-up: thread pool, BLAS dispatch, pages of `out`
+    best, deadline = float("inf"), time.perf_counter() + seconds
+    while time.perf_counter() < deadline or best == float("inf"):
+        start = time.perf_counter_ns()
+        torch.mm(a, b, out=out)
+        best = min(best, time.perf_counter_ns() - start)
+    return 2 * n ** 3 / (best * 1e-9)

@@ -1,0 +1,374 @@
+"""Real-world benchmark of the runtime: camera-like photos, not MNIST crops.
+
+    python -m benchmarks.realworld [--n 600] [--numbers 200] [--seed 0] [--model M]
+                                   [--checkpoint best.pt] [--json-out results.json]
+
+1. Builds a seeded set of synthetic photos from MNIST *test* digits
+   (benchmarks/synth_photos.py) and writes them as real encoded files
+   (mostly JPEG, some PNG incl. 16-bit and RGBA, WebP, BMP, TIFF) so that
+   decoding is part of what is measured.
+2. Runs the runtime's full path on them (read file, preprocess, one batched
+   inference per batch; numbers: segment and read) and reports single-digit
+   accuracy and whole-number exact match, beside the naive tutorial
+   preprocessing (grey, resize to 28x28, invert if light).
+3. Clean 28x28 MNIST test images through the full preprocessing path vs the
+   model fed directly.
+4. Timing: end-to-end per image for a 640x480 JPEG; webcam loop FPS
+   (headless, generated 640x480 video).
+5. Cold start and peak memory of ``python -m runtime classify one.jpg``, beside
+   the same classification through torch from a checkpoint (``--checkpoint``;
+   skipped with a message when not given).
+
+Figures are printed as Markdown tables; ``--json-out`` writes them as JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks.synth_photos import Sample, generate_set  # noqa: E402
+from runtime import DigitClassifier, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
+from runtime.segment import resolve, segment_number  # noqa: E402
+from train.idx import load_split  # noqa: E402
+
+FLOORS = {"single_digit_accuracy": 0.97, "number_exact_match": 0.85}
+
+TORCH_SCRIPT = r"""
+import resource, sys, time
+t0 = time.perf_counter()
+import torch
+sys.path.insert(0, sys.argv[3])
+from train.models import build_model
+from runtime import preprocess_digit, read_image
+torch.set_num_threads(int(sys.argv[4]))
+ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
+model = build_model(ckpt["arch"], **ckpt["arch_config"])
+model.load_state_dict(ckpt["state_dict"])
+model.eval()
+norm = ckpt["normalization"]
+pixels = preprocess_digit(read_image(sys.argv[2])).pixels
+x = (torch.from_numpy(pixels)[None, None] - norm["mean"]) / norm["std"]
+with torch.no_grad():
+    probs = torch.softmax(model(x), 1)[0]
+print(ckpt["classes"][int(probs.argmax())], float(probs.max()))
+"""
+
+
+# ------------------------------------------------------------ the photo set
+
+
+def write_files(samples: list[Sample], directory: Path, seed: int) -> list[Path]:
+    """Encode every sample to a file; the format mix exercises the decoder."""
+    rng = np.random.default_rng([seed, 99])
+    paths = []
+    for i, s in enumerate(samples):
+        u = rng.random()
+        image = s.image
+        if u < 0.70:
+            ext, data = ".jpg", _encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        elif u < 0.80:
+            ext, data = ".png", _encode(".png", image)
+        elif u < 0.85:
+            ext, data = ".png", _encode(".png", image.astype(np.uint16) * 257)  # 16-bit
+        elif u < 0.90:
+            rgba = np.dstack([image, np.full(image.shape[:2], 255, np.uint8)])
+            ext, data = ".png", _encode(".png", rgba)
+        elif u < 0.95:
+            ext, data = ".webp", _encode(".webp", image, [cv2.IMWRITE_WEBP_QUALITY, 90])
+        elif u < 0.98:
+            ext, data = ".bmp", _encode(".bmp", image)
+        else:
+            ext, data = ".tiff", _encode(".tiff", image)
+        path = directory / f"{i:05d}_{s.kind}{ext}"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+def _encode(ext: str, image: np.ndarray, params=()) -> bytes:
+    ok, buf = cv2.imencode(ext, image, list(params))
+    if not ok:
+        raise RuntimeError(f"cannot encode {ext}")
+    return buf.tobytes()
+
+
+# ------------------------------------------------------------ accuracy
+
+
+def run_digits(clf: DigitClassifier, paths: list[Path], samples: list[Sample], batch: int = 64) -> dict:
+    """The runtime's full path (as ``classify``): read, preprocess, batched inference."""
+    correct, failures, per_group = 0, 0, defaultdict(lambda: [0, 0])
+    start = time.perf_counter()
+    for i in range(0, len(paths), batch):
+        crops = []
+        for path in paths[i:i + batch]:
+            try:
+                crops.append(preprocess_digit(read_image(path), clf.input_size))
+            except RuntimeInputError:  # "no digit found": counted as wrong
+                failures += 1
+                crops.append(None)
+        preds = iter(clf.predictions([c for c in crops if c is not None]))
+        for s, c in zip(samples[i:i + batch], crops):
+            ok = c is not None and next(preds).label == s.label
+            correct += ok
+            for group in _groups(s):
+                per_group[group][0] += ok
+                per_group[group][1] += 1
+    seconds = time.perf_counter() - start
+    return {"accuracy": correct / len(samples), "n": len(samples), "no_digit_found": failures,
+            "seconds": seconds, "by_condition": {k: round(v[0] / v[1], 4) for k, v in sorted(per_group.items())},
+            "by_condition_n": {k: v[1] for k, v in sorted(per_group.items())}}
+
+
+def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) -> dict:
+    correct, failures, per_group = 0, 0, defaultdict(lambda: [0, 0])
+    digits_right = digits_total = 0
+    start = time.perf_counter()
+    for path, s in zip(paths, samples):
+        try:
+            reading = resolve(clf, [segment_number(read_image(path), clf.input_size)])[0].number
+        except RuntimeInputError:
+            failures += 1
+            reading = ""
+        ok = reading == s.label
+        correct += ok
+        if len(reading) == len(s.label):
+            digits_right += sum(a == b for a, b in zip(reading, s.label))
+        digits_total += len(s.label)
+        touching = any(g < 0 for g in s.meta.get("gaps", []))
+        for group in ["touching" if touching else "separate", *_groups(s)]:
+            per_group[group][0] += ok
+            per_group[group][1] += 1
+    seconds = time.perf_counter() - start
+    return {"exact_match": correct / len(samples), "n": len(samples), "no_digit_found": failures,
+            "digits_right_when_count_right": digits_right / max(1, digits_total), "seconds": seconds,
+            "by_condition": {k: round(v[0] / v[1], 4) for k, v in sorted(per_group.items())},
+            "by_condition_n": {k: v[1] for k, v in sorted(per_group.items())}}
+
+
+def _groups(s: Sample) -> list[str]:
+    w, h = s.meta["size"]
+    size = "tiny (<200px)" if max(w, h) < 200 else "large (>=1000px)" if max(w, h) >= 1000 else "medium"
+    return [f"pen:{s.meta['pen']}", "chalkboard" if s.meta["chalk"] else "paper", size]
+
+
+def naive_tutorial(image: np.ndarray) -> np.ndarray:
+    """What the tutorial did: grey, resize to 28x28, invert if light."""
+    grey = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    small = cv2.resize(grey, (28, 28), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+    return 1.0 - small if small.mean() > 0.5 else small
+
+
+def run_naive(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) -> float:
+    pixels = np.stack([naive_tutorial(read_image(p)) for p in paths])
+    preds = clf.predict_pixels(pixels).argmax(1)
+    return float(np.mean([clf.info.classes[k] == s.label for k, s in zip(preds, samples)]))
+
+
+def run_clean_mnist(clf: DigitClassifier, images: np.ndarray, labels: np.ndarray) -> dict:
+    via_runtime = clf.predict_pixels(np.stack([preprocess_digit(im, clf.input_size).pixels for im in images]))
+    feed = images[:, None].astype(np.float32) / 255
+    direct = np.concatenate([clf.session.run([clf.info.output_name], {clf.info.input_name: feed[i:i + 1000]})[0]
+                             for i in range(0, len(feed), 1000)])
+    acc_runtime = float((via_runtime.argmax(1) == labels).mean())
+    acc_direct = float((direct.argmax(1) == labels).mean())
+    # Not a pass-through: the same digits as 4x enlarged dark-on-light "scans"
+    # with noise go through the whole photo pipeline.
+    rng = np.random.default_rng(0)
+    sub = slice(0, 2000)
+    scans = [np.clip(255 - cv2.resize(im, (112, 112), interpolation=cv2.INTER_CUBIC) + rng.normal(0, 4, (112, 112)),
+                     0, 255).astype(np.uint8) for im in images[sub]]
+    rebuilt = clf.predict_pixels(np.stack([preprocess_digit(s, clf.input_size).pixels for s in scans])).argmax(1)
+    return {"runtime_accuracy": acc_runtime, "model_direct_accuracy": acc_direct,
+            "difference_points": round(100 * (acc_runtime - acc_direct), 3),
+            "same_argmax": float((via_runtime.argmax(1) == direct.argmax(1)).mean()),
+            "enlarged_scans_accuracy": float((rebuilt == labels[sub]).mean()), "n": int(len(images))}
+
+
+# ------------------------------------------------------------ speed and memory
+
+
+def time_end_to_end(clf: DigitClassifier, sample: Sample, directory: Path, repeats: int = 60) -> dict:
+    image = cv2.resize(sample.image, (640, 480), interpolation=cv2.INTER_AREA)
+    path = directory / "frame640x480.jpg"
+    path.write_bytes(_encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90]))
+    stages = defaultdict(list)
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        img = read_image(path)
+        t1 = time.perf_counter()
+        crop = preprocess_digit(img, clf.input_size)
+        t2 = time.perf_counter()
+        clf.predictions([crop])
+        t3 = time.perf_counter()
+        stages["decode"].append(t1 - t0)
+        stages["preprocess"].append(t2 - t1)
+        stages["inference"].append(t3 - t2)
+        stages["total"].append(t3 - t0)
+    return {k: round(1000 * statistics.median(v), 2) for k, v in stages.items()}
+
+
+def webcam_fps(clf: DigitClassifier, samples: list[Sample], directory: Path, frames: int = 90) -> dict:
+    from runtime.webcam import run
+
+    path = directory / "webcam640x480.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
+    for i in range(frames):
+        writer.write(cv2.resize(samples[(i // 10) % len(samples)].image, (640, 480), interpolation=cv2.INTER_AREA))
+    writer.release()
+    single = run(clf, str(path), number=False, display=False)
+    number = run(clf, str(path), number=True, display=False)
+    return {"digit_fps": round(single["fps"], 1), "number_fps": round(number["fps"], 1), "frames": single["frames"]}
+
+
+def measure_process(cmd: list[str], env: dict | None = None) -> dict:
+    """Wall time and peak RSS of one child process (os.wait4 gives that
+    child's own rusage, not a maximum over all children)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    err = proc.stderr.read().decode() if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: KiB on Linux, bytes on macOS
+    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss * scale / 2**20, "rc": proc.returncode,
+            "stdout": out.strip()[-200:], "stderr": err.strip()[-300:]}
+
+
+def cold_start(model: str | None, checkpoint: str | None, image: Path, threads: int, repeats: int = 3) -> dict:
+    cmd = [sys.executable, "-m", "runtime", "classify", str(image), "--threads", str(threads)]
+    if model:
+        cmd += ["--model", model]
+    runs = [measure_process(cmd) for _ in range(repeats)]
+    result = {"onnxruntime": _summarise(runs)}
+    if checkpoint:
+        tcmd = [sys.executable, "-c", TORCH_SCRIPT, checkpoint, str(image), str(REPO), str(threads)]
+        result["torch"] = _summarise([measure_process(tcmd) for _ in range(repeats)])
+    else:
+        result["torch"] = None
+    return result
+
+
+def _summarise(runs: list[dict]) -> dict:
+    return {"wall_s": round(statistics.median(r["wall_s"] for r in runs), 3),
+            "peak_rss_mb": round(max(r["peak_rss_mb"] for r in runs), 1),
+            "ok": all(r["rc"] == 0 for r in runs), "output": runs[-1]["stdout"] or runs[-1]["stderr"]}
+
+
+# ------------------------------------------------------------ report
+
+
+def markdown(results: dict) -> str:
+    d, n, c = results["digits"], results["numbers"], results["clean_mnist"]
+    e, w, cs = results["end_to_end_ms"], results["webcam"], results["cold_start"]
+    lines = [
+        f"Model: `{results['model']['path']}` ({results['model']['precision']}, "
+        f"metadata test accuracy {results['model']['test_accuracy']}), {results['threads']} threads, "
+        f"{results['machine']}",
+        "",
+        "| measure | value | floor |",
+        "| --- | --- | --- |",
+        f"| single-digit accuracy, synthetic photos (n={d['n']}) | {100 * d['accuracy']:.2f}% | "
+        f"{100 * FLOORS['single_digit_accuracy']:.0f}% |",
+        f"| whole-number exact match (n={n['n']}) | {100 * n['exact_match']:.2f}% | "
+        f"{100 * FLOORS['number_exact_match']:.0f}% |",
+        f"| naive tutorial preprocessing, same photos | {100 * results['naive_accuracy']:.2f}% | |",
+        f"| clean MNIST test through the runtime (n={c['n']}) | {100 * c['runtime_accuracy']:.2f}% | "
+        f"model direct {100 * c['model_direct_accuracy']:.2f}% (diff {c['difference_points']:+.3f} pts) |",
+        f"| MNIST as 4x enlarged noisy scans, full pipeline | {100 * c['enlarged_scans_accuracy']:.2f}% | |",
+        f"| end-to-end 640x480 JPEG (decode + preprocess + inference) | {e['total']:.1f} ms | |",
+        f"| &nbsp;&nbsp;decode / preprocess / inference | {e['decode']:.1f} / {e['preprocess']:.1f} / "
+        f"{e['inference']:.2f} ms | |",
+        f"| webcam loop, headless 640x480 (digit / number mode) | {w['digit_fps']:.1f} / {w['number_fps']:.1f} FPS | |",
+        f"| cold start `python -m runtime classify one.jpg` | {cs['onnxruntime']['wall_s']:.2f} s, "
+        f"peak RSS {cs['onnxruntime']['peak_rss_mb']:.0f} MB | |",
+    ]
+    if cs["torch"]:
+        lines.append(f"| same through torch (checkpoint) | {cs['torch']['wall_s']:.2f} s, "
+                     f"peak RSS {cs['torch']['peak_rss_mb']:.0f} MB | |")
+    else:
+        lines.append("| same through torch | skipped: no --checkpoint given | |")
+    lines += ["", "Breakdown (accuracy by condition):", "", "| condition | single digits | numbers |", "| --- | --- | --- |"]
+    keys = sorted(set(d["by_condition"]) | set(n["by_condition"]))
+    for k in keys:
+        a = d["by_condition"].get(k)
+        b = n["by_condition"].get(k)
+        fa = f"{100 * a:.1f}% (n={d['by_condition_n'][k]})" if a is not None else ""
+        fb = f"{100 * b:.1f}% (n={n['by_condition_n'][k]})" if b is not None else ""
+        lines.append(f"| {k} | {fa} | {fb} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, default=600, help="single-digit photos (default 600)")
+    p.add_argument("--numbers", type=int, default=None, help="number photos (default n/3)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--model", default=None, help="ONNX model (default: the shipped INT8 model)")
+    p.add_argument("--checkpoint", default=None, help="torch checkpoint for the cold-start comparison")
+    p.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
+    p.add_argument("--data", default=os.environ.get("EDGE_DIGITS_DATA", str(REPO.parent / "shared/data/MNIST/raw")))
+    p.add_argument("--json-out", default=None, help="write all figures to this JSON file")
+    p.add_argument("--keep", default=None, help="keep the generated photo files in this directory")
+    args = p.parse_args(argv)
+    n_numbers = args.numbers if args.numbers is not None else max(1, args.n // 3)
+
+    clf = DigitClassifier(args.model, threads=args.threads)
+    threads = args.threads or __import__("runtime.model", fromlist=["default_threads"]).default_threads()
+    images, labels = load_split(args.data, "test")
+
+    t = time.perf_counter()
+    samples = generate_set(images, labels, args.n, n_numbers, seed=args.seed)
+    print(f"generated {len(samples)} photos in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+    digit_samples = [s for s in samples if s.kind == "digit"]
+    number_samples = [s for s in samples if s.kind == "number"]
+
+    with tempfile.TemporaryDirectory(prefix="edge-digits-bench-") as tmp:
+        directory = Path(args.keep) if args.keep else Path(tmp)
+        directory.mkdir(parents=True, exist_ok=True)
+        paths = write_files(samples, directory, args.seed)
+        digit_paths, number_paths = paths[:len(digit_samples)], paths[len(digit_samples):]
+        results = {
+            "model": {"path": str(clf.info.path), "precision": clf.info.precision,
+                      "test_accuracy": clf.info.metadata.get("test_accuracy", "?"), "providers": clf.providers},
+            "threads": threads,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "seed": args.seed,
+        }
+        results["digits"] = run_digits(clf, digit_paths, digit_samples)
+        results["numbers"] = run_numbers(clf, number_paths, number_samples)
+        results["naive_accuracy"] = run_naive(clf, digit_paths, digit_samples)
+        results["clean_mnist"] = run_clean_mnist(clf, images, labels)
+        results["end_to_end_ms"] = time_end_to_end(clf, digit_samples[0], directory)
+        results["webcam"] = webcam_fps(clf, digit_samples[:9], directory)
+        results["cold_start"] = cold_start(args.model, args.checkpoint, directory / "frame640x480.jpg", threads)
+    results["floors_met"] = {
+        "single_digit_accuracy": results["digits"]["accuracy"] >= FLOORS["single_digit_accuracy"],
+        "number_exact_match": results["numbers"]["exact_match"] >= FLOORS["number_exact_match"],
+        "clean_mnist_within_0.1_points": abs(results["clean_mnist"]["difference_points"]) <= 0.1,
+    }
+    print(markdown(results))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
