@@ -9,8 +9,8 @@ CPU; with a GPU also PyTorch eager and ONNX Runtime FP32/FP16 on CUDA. Every for
 same raw [0, 1] pixels: the torch formats run the checkpoint's model behind its normalisation.
 
 What is timed is what a user's code runs: the model or session is built beforehand, the input
-already sits in memory, and the call returns numpy logits (`session.run` for ONNX Runtime,
-`model(x).numpy()` for torch). Each call is timed alone with perf_counter_ns after warm-up.
+already sits in memory, and the call returns numpy logits (`model(x).numpy()` for torch; for
+ONNX Runtime `run_with_iobinding` on input and output arrays bound once, see ort_runner). Each call is timed alone with perf_counter_ns after warm-up.
 The run is split into rounds; each round times every format at every thread count once, in
 an order rotated from round to round, so drift in the machine's speed hits every format alike.
 Latency percentiles pool the calls of all rounds; the spread shown is the range of the
@@ -51,6 +51,7 @@ SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx", "fp16": "digi
 DATA_ENV = "EDGE_DIGITS_DATA"
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "MNIST" / "raw"
 DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
+STARTED = time.perf_counter()
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ class Settings:
 MODES = {
     "full": Settings(rounds=7, latency_calls=300, latency_seconds=0.5, throughput_calls=3, throughput_seconds=0.3,
                      warmup_calls=20, accuracy_images=0, try_compile=True, peak_seconds=0.3),
-    "quick": Settings(rounds=3, latency_calls=150, latency_seconds=0.15, throughput_calls=2, throughput_seconds=0.1,
+    "quick": Settings(rounds=3, latency_calls=100, latency_seconds=0.1, throughput_calls=1, throughput_seconds=0.1,
                       warmup_calls=10, accuracy_images=0, try_compile=False, peak_seconds=0.2),
     # For the test suite: shows the machinery works, says nothing about speed.
     "tiny": Settings(rounds=2, latency_calls=10, latency_seconds=0.0, throughput_calls=1, throughput_seconds=0.0,
@@ -77,8 +78,9 @@ MODES = {
 }
 BATCH_SIZES = (64, 256, 1024)
 FLOOR_BATCH = 256
-ACCURACY_BATCH = 1000
-PAUSE_BETWEEN_BLOCKS_S = 0.02  # lets the previous block's spinning pool threads (OpenMP, ORT) go idle
+ACCURACY_BATCH = 256  # eager PyTorch is 2-3x slower per image at 1000 than at 256 (activations leave the caches)
+PAUSE_BETWEEN_BLOCKS_S = 0.02
+BUSY_WARNING = 0.05  # share of the CPUs used by other processes above which the report warns  # lets the previous block's spinning pool threads (OpenMP, ORT) go idle
 
 # The floors of issue 5: (name, what, floor). Ratios are "how many times better".
 FLOOR_SPEEDUP_INT8_LATENCY = 6.0
@@ -233,9 +235,27 @@ def ort_options(threads: int, optimized_path: Path | None = None) -> ort.Session
 
 
 def ort_runner(key: str, path: Path, threads: int, provider: str = "CPUExecutionProvider") -> Runner:
+    """ONNX Runtime through IOBinding: input and output arrays bound once, as a latency-minded user does
+    (each new frame is written into the bound input array). Plain `session.run` costs 5-8 µs more per
+    call here, as it builds the feed dict and allocates the output every time."""
     session = ort.InferenceSession(str(path), ort_options(threads), providers=[provider])
-    inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
-    return Runner(key, threads, lambda x: session.run([out], {inp: x})[0], prepare=np.ascontiguousarray)
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    classes = out.shape[-1]
+
+    def prepare(x: np.ndarray) -> tuple:
+        x = np.ascontiguousarray(x)
+        logits = np.empty((len(x), classes), np.float32)
+        binding = session.io_binding()
+        binding.bind_cpu_input(inp.name, x)
+        binding.bind_output(out.name, "cpu", 0, np.float32, list(logits.shape), logits.ctypes.data)
+        return binding, logits, x  # x kept alive: the binding points into it
+
+    def predict(prepared: tuple) -> np.ndarray:
+        binding, logits, _ = prepared
+        session.run_with_iobinding(binding)
+        return logits
+
+    return Runner(key, threads, predict, prepare)
 
 
 def torchscript(module: nn.Module, example: torch.Tensor) -> torch.jit.ScriptModule:
@@ -357,13 +377,19 @@ class Samples:
     images_per_s: dict[int, list[float]] = field(default_factory=dict)        # batch -> one value per round
 
 
-def time_block(runner: Runner, inputs: dict[int, Any], samples: Samples, settings: Settings) -> None:
-    """One round of one runner: batch-1 latency, then throughput at each batch size."""
+def time_block(runner: Runner, inputs: dict[int, Any], samples: Samples, settings: Settings, first_round: bool) -> None:
+    """One round of one runner: batch-1 latency, then throughput at each batch size.
+
+    Big batches are warmed up in the first round only: the warm-up is there for one-time work
+    (lazy initialisation, first allocations); at batch 1024 a warm-up call per round would
+    double the cost of the slowest format for nothing.
+    """
     runner.activate()
     samples.latency_ns.append(time_calls(runner.predict, inputs[1], settings.latency_calls,
                                          settings.latency_seconds, settings.warmup_calls))
     for batch in BATCH_SIZES:
-        ns = time_calls(runner.predict, inputs[batch], settings.throughput_calls, settings.throughput_seconds, 1)
+        ns = time_calls(runner.predict, inputs[batch], settings.throughput_calls, settings.throughput_seconds,
+                        warmup=int(first_round))
         samples.images_per_s.setdefault(batch, []).append(batch * len(ns) / (ns.sum() * 1e-9))
 
 
@@ -377,12 +403,12 @@ def run_rounds(formats: list[Format], pixels: np.ndarray, thread_counts: list[in
     for i in range(settings.rounds):
         start = time.perf_counter()
         for t in thread_counts:
-            peaks[t] = max(peaks[t], machine.matmul_flops(t, seconds=settings.peak_seconds))
+            peaks[t] = max(peaks[t], machine.peak_flops(t, settings.peak_seconds))
         shift = i % len(runners)
         for r in runners[shift:] + runners[:shift]:
             time.sleep(PAUSE_BETWEEN_BLOCKS_S)
-            time_block(r, inputs[id(r)], samples[(r.key, r.threads)], settings)
-        print(f"  round {i + 1}/{settings.rounds}: {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
+            time_block(r, inputs[id(r)], samples[(r.key, r.threads)], settings, first_round=i == 0)
+        progress(f"round {i + 1}/{settings.rounds} took {time.perf_counter() - start:.1f} s")
     return samples, peaks
 
 
@@ -449,6 +475,10 @@ def floor_checks(results: dict) -> list[dict]:
 # ------------------------------------------------------------------ output
 
 
+def share(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.0%}"
+
+
 def fmt_us(x: float) -> str:
     return f"{x:.0f}" if x >= 100 else f"{x:.1f}"
 
@@ -481,10 +511,10 @@ def speed_table(results: dict) -> str:
             lat, thr = s["latency_us"], s["throughput"]
             lo, hi = lat["p50_per_round_min_max"]
             shares = [thr[str(b)]["peak_share"] for b in (1, FLOOR_BATCH)]
-            share = " / ".join(f"{100 * x:.1f}%" if x is not None else "n/a" for x in shares)
+            peak_text = " / ".join(f"{100 * x:.1f}%" if x is not None else "n/a" for x in shares)
             lines.append(f"| {f['name']} | {t} | {fmt_us(lat['p50'])} ({fmt_us(lo)}–{fmt_us(hi)}) | {fmt_us(lat['p90'])} "
                          f"| {fmt_us(lat['p99'])} | " + " | ".join(fmt_rate(thr[str(b)]) for b in BATCH_SIZES)
-                         + f" | {thr[str(FLOOR_BATCH)]['mac_per_s'] / 1e9:.1f} | {share} |")
+                         + f" | {thr[str(FLOOR_BATCH)]['mac_per_s'] / 1e9:.1f} | {peak_text} |")
     return "\n".join(lines)
 
 
@@ -505,10 +535,11 @@ def report(results: dict) -> str:
         f"## Inference latency and throughput ({results['mode']} mode)",
         f"Machine: {m['cpu']}, {m['cores']} cores ({' '.join(m['cpu_flags'])}); "
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-        + f"; load average before {m['load_average_1_5_15min']}, after {results['load_average_after']}",
+        + f"; load average before {m['load_average_1_5_15min']}, after {results['load_average_after']}; "
+        f"other processes used {share(results['other_processes_cpu_share'])} of the CPUs while timing",
         f"Model: {results['checkpoint']} ({results['arch']}); compiled PyTorch path: {results['compiled']['chosen']}",
         "", model_table(results), "", speed_table(results), "",
-        f"Measured float32 peak (best {machine.PEAK_MATRIX}² matmul): {peaks}. "
+        f"Measured float32 peak (best square matmul, n in {machine.PEAK_SIZES}, torch): {peaks}. "
         "% of peak = MACs/image × images/s ÷ (FLOP/s ÷ 2). INT8 rows are also against the float32 peak.",
         f"{results['rounds']} rounds, formats in rotated order; latency percentiles pool all rounds; "
         "± is half the range of the per-round throughputs.", "", "Floors:", *floor_lines(results["floors"]),
@@ -518,38 +549,48 @@ def report(results: dict) -> str:
     return "\n".join(parts)
 
 
-def plot(results: dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
-    labels, p50, p99 = [], [], []
-    for f in results["formats"]:
+def plot_latency(ax, results: dict) -> None:
+    labels, p50, p90, colours = [], [], [], []
+    for i, f in enumerate(results["formats"]):
         for t, s in f["timings"].items():
             labels.append(f"{f['name']}, {t} thr")
             p50.append(s["latency_us"]["p50"])
-            p99.append(s["latency_us"]["p99"])
+            p90.append(s["latency_us"]["p90"])
+            colours.append(f"C{i}")
     y = np.arange(len(labels))
-    left.barh(y, p50, color="tab:blue", label="p50")
-    left.errorbar(p50, y, xerr=[np.zeros(len(y)), np.subtract(p99, p50)], fmt="none", ecolor="black", capsize=3,
-                  label="to p99")
-    left.set_yticks(y, labels)
-    left.invert_yaxis()
-    left.set_xlabel("batch-1 latency (µs)")
-    left.legend()
+    ax.barh(y, p50, color=colours)
+    ax.errorbar(p50, y, xerr=[np.zeros(len(y)), np.subtract(p90, p50)], fmt="none", ecolor="black", capsize=3)
+    for yi, v in zip(y, p50):
+        ax.text(v, yi, f" {fmt_us(v)}", va="bottom", fontsize=8)
+    ax.set_yticks(y, labels)
+    ax.invert_yaxis()
+    ax.set_xscale("log")  # formats differ by 10x; a few slow outliers would flatten a linear axis
+    ax.set_xlabel("batch-1 latency, µs (bar: p50, whisker: to p90)")
+
+
+def plot_throughput(ax, results: dict) -> None:
     for i, f in enumerate(results["formats"]):
         for t, s in f["timings"].items():
             rates = [s["throughput"][str(b)]["images_per_s"] for b in BATCH_SIZES]
-            right.plot(BATCH_SIZES, rates, marker="o", color=f"C{i}", linestyle="-" if t != "1" else "--",
-                       label=f"{f['name']}, {t} thr")
-    right.set_xscale("log", base=2)
-    right.set_yscale("log")
-    right.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
-    right.set_xlabel("batch size")
-    right.set_ylabel("images / s")
-    right.legend(fontsize=8)
-    fig.suptitle(f"{results['machine']['cpu']} ({results['mode']} mode)")
+            ax.plot(BATCH_SIZES, rates, marker="o", color=f"C{i}", linestyle="--" if t == "1" else "-",
+                    label=f"{f['name']}, {t} thr")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(BATCH_SIZES, [str(b) for b in BATCH_SIZES])
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s")
+    ax.legend(fontsize=8)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    plot_latency(left, results)
+    plot_throughput(right, results)
+    fig.suptitle(f"{results['machine']['cpu']}, {results['machine']['cores']} cores ({results['mode']} mode)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -617,49 +658,67 @@ def benchmark_inputs(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.resize(pixels, (need, *pixels.shape[1:])) if len(pixels) < need else pixels[:need])
 
 
+def progress(message: str) -> None:
+    print(f"[{time.perf_counter() - STARTED:5.1f} s] {message}", file=sys.stderr, flush=True)
+
+
+def timed_rounds(formats: list[Format], pixels: np.ndarray, thread_counts: list[int], settings: Settings,
+                 notes: list[str]) -> tuple[dict, dict, float | None]:
+    """run_rounds, watching how much CPU other processes take meanwhile."""
+    other_load = machine.OtherLoad()
+    other_load.start()
+    samples, peaks = run_rounds(formats, pixels, thread_counts, settings)
+    others = other_load.stop()
+    if others is not None and others > BUSY_WARNING:
+        notes.insert(0, f"WARNING: other processes used {others:.0%} of the CPUs while timing: "
+                        "the figures are slower and noisier than this machine is")
+    return samples, peaks, others
+
+
+def format_entry(f: Format, samples: dict, peaks: dict, macs: int, params: int, acc: float) -> dict:
+    return {"key": f.key, "name": f.name, "device": f.device, "detail": f.detail, "file": str(f.file),
+            "file_bytes": f.file.stat().st_size, "parameters": params, "macs_per_image": macs, "accuracy": acc,
+            "timings": {str(t): summarise(samples[(f.key, t)], macs, peaks[t] if f.device == "cpu" else None)
+                        for t in f.runners}}
+
+
 def run(args: argparse.Namespace) -> dict:
     settings = settings_for(args)
     thread_counts = sorted(set(args.threads or [1, machine.usable_cores()]))
     files = resolve_models(args)
     notes = list(files.notes)
     ckpt = load(files.checkpoint)
-    norm = ckpt["normalization"]
     model = load_model(ckpt, files.checkpoint)
-    module = Normalised(model, norm["mean"], norm["std"]).eval()
+    module = Normalised(model, ckpt["normalization"]["mean"], ckpt["normalization"]["std"]).eval()
     pixels, labels, subset = load_test_set(args.data_dir, settings.accuracy_images)
     timing_pixels = benchmark_inputs(pixels)
     load_before = machine.load_average()
 
-    print(f"building formats ({args.mode} mode) ...", file=sys.stderr, flush=True)
+    progress(f"building formats ({args.mode} mode)")
     formats, compile_report = build_formats(files, module, timing_pixels, thread_counts, settings, notes)
     macs = count_macs(model, torch.from_numpy(timing_pixels[:1]))
     params = sum(p.numel() for p in model.parameters())
-    print("accuracy ...", file=sys.stderr, flush=True)
+    progress(f"accuracy on {len(labels):,} test images")
     acc = {f.key: accuracy(f, pixels, labels) for f in formats}
-    print("timing ...", file=sys.stderr, flush=True)
-    samples, peaks = run_rounds(formats, timing_pixels, thread_counts, settings)
+    progress("timing")
+    samples, peaks, others = timed_rounds(formats, timing_pixels, thread_counts, settings, notes)
+    progress("done")
     if subset:
         notes.append(f"accuracy on the first {len(labels):,} test images only (not the whole test set)")
     if any(f.device == "cuda" for f in formats):
         notes.append("CUDA rows: input copied from host memory and logits back each call; % of peak is CPU-only")
-
     return {
         "schema": "edge-digits-latency/1",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mode": args.mode, "settings": asdict(settings), "rounds": settings.rounds,
         "machine": {**machine.describe(), "load_average_1_5_15min": load_before},
-        "load_average_after": machine.load_average(),
+        "load_average_after": machine.load_average(), "other_processes_cpu_share": others,
         "checkpoint": str(files.checkpoint), "arch": ckpt["arch"],
         "onnx": {p: str(path) for p, path in files.onnx.items()},
         "accuracy_images": len(labels), "accuracy_subset": subset,
         "peak": {str(t): {"gflops": peaks[t] / 1e9, "gmac_per_s": peaks[t] / 2e9} for t in thread_counts},
         "compiled": {"chosen": next(f.detail for f in formats if f.key == "torch_compiled"), "candidates": compile_report},
-        "formats": [{
-            "key": f.key, "name": f.name, "device": f.device, "file": str(f.file), "file_bytes": f.file.stat().st_size,
-            "parameters": params, "macs_per_image": macs, "accuracy": acc[f.key],
-            "timings": {str(t): summarise(samples[(f.key, t)], macs, peaks.get(t) if f.device == "cpu" else None)
-                        for t in f.runners},
-        } for f in formats],
+        "formats": [format_entry(f, samples, peaks, macs, params, acc[f.key]) for f in formats],
         "ort_ops_after_optimisation": diagnostics(files),
         "notes": notes,
     }

@@ -11,7 +11,9 @@ import torch
 # CPU features that decide which kernels run: FMA/AVX2 for float, VNNI/AMX for int8 dot products.
 FLAGS_OF_INTEREST = ("fma", "avx2", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 LIBRARIES = ("numpy", "torch", "onnxruntime", "onnx")
-PEAK_MATRIX = 1024      # float32 [n, n] @ [n, n] = 2 GFLOP: long enough to time, short enough to repeat
+# Square float32 matrix sizes for the peak: 512 fits the caches (best on 1 core), 1024 splits
+# better over several threads; the best of both is taken.
+PEAK_SIZES = (512, 1024)
 PEAK_SECONDS = 0.3
 
 
@@ -57,6 +59,40 @@ def load_average() -> list[float] | None:
         return None
 
 
+def busy_cpu_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (/proc/stat), or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle, iowait = fields[3], fields[4]
+    return (sum(fields[:8]) - idle - iowait) / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Share of the machine's CPU time that OTHER processes used between start() and stop().
+
+    Timings on a machine where something else runs are not the machine's: this says how much
+    else ran, measured rather than guessed from the load average.
+    """
+
+    def start(self) -> None:
+        self.busy, self.own, self.wall = busy_cpu_seconds(), self.own_seconds(), time.perf_counter()
+
+    @staticmethod
+    def own_seconds() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def stop(self) -> float | None:
+        busy = busy_cpu_seconds()
+        if busy is None or self.busy is None:
+            return None
+        others = (busy - self.busy) - (self.own_seconds() - self.own)
+        return max(0.0, others / ((time.perf_counter() - self.wall) * usable_cores()))
+
+
 def describe() -> dict:
     model, flags = cpu_info()
     return {"cpu": model, "cpu_flags": flags, "cores": usable_cores(), "platform": platform.platform(),
@@ -64,7 +100,11 @@ def describe() -> dict:
             "load_average_1_5_15min": load_average()}
 
 
-def matmul_flops(threads: int, n: int = PEAK_MATRIX, seconds: float = PEAK_SECONDS) -> float:
+def peak_flops(threads: int, seconds: float = PEAK_SECONDS) -> float:
+    return max(matmul_flops(threads, n, seconds / len(PEAK_SIZES)) for n in PEAK_SIZES)
+
+
+def matmul_flops(threads: int, n: int, seconds: float = PEAK_SECONDS) -> float:
     """Best float32 FLOP/s of an n x n matrix product on `threads` threads (torch's BLAS, i.e. MKL/oneDNN).
 
     The best of several products, not the mean: a peak is what the machine can do

@@ -237,19 +237,28 @@ def webcam_fps(clf: DigitClassifier, samples: list[Sample], directory: Path, fra
     return {"digit_fps": round(single["fps"], 1), "number_fps": round(number["fps"], 1), "frames": single["frames"]}
 
 
-def measure_process(cmd: list[str], env: dict | None = None) -> dict:
-    """Wall time and peak RSS of one child process (os.wait4 gives that
-    child's own rusage, not a maximum over all children)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out = proc.stdout.read().decode() if proc.stdout else ""
-    err = proc.stderr.read().decode() if proc.stderr else ""
-    proc.returncode = os.waitstatus_to_exitcode(status)
+LAUNCHER = r"""
+import json, resource, subprocess, sys, time
+t0 = time.perf_counter()
+p = subprocess.run(sys.argv[1:], capture_output=True, text=True)
+wall = time.perf_counter() - t0
+print(json.dumps({"wall_s": wall, "maxrss": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss,
+                  "rc": p.returncode, "stdout": p.stdout.strip()[-200:], "stderr": p.stderr.strip()[-300:]}))
+"""
+
+
+def measure_process(cmd: list[str]) -> dict:
+    """Wall time and peak RSS of one command.
+
+    Started from a small launcher process: on Linux a child's ru_maxrss
+    starts from its parent's at fork/exec, so measuring straight from this
+    benchmark (which holds the photo set in memory) would report this
+    process's size instead."""
+    out = subprocess.run([sys.executable, "-c", LAUNCHER, *cmd], cwd=REPO, capture_output=True, text=True)
+    r = json.loads(out.stdout)
     scale = 1 if platform.system() == "Darwin" else 1024  # ru_maxrss: KiB on Linux, bytes on macOS
-    return {"wall_s": wall, "peak_rss_mb": usage.ru_maxrss * scale / 2**20, "rc": proc.returncode,
-            "stdout": out.strip()[-200:], "stderr": err.strip()[-300:]}
+    return {"wall_s": r["wall_s"], "peak_rss_mb": r["maxrss"] * scale / 2**20, "rc": r["rc"],
+            "stdout": r["stdout"], "stderr": r["stderr"]}
 
 
 def cold_start(model: str | None, checkpoint: str | None, image: Path, threads: int, repeats: int = 3) -> dict:

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 from .errors import ExportError
-from .files import make_readable
 
 INPUT_NAME = "pixels"
 OUTPUT_NAME = "logits"
@@ -128,12 +127,6 @@ def set_metadata(model: onnx.ModelProto, props: dict[str, str]) -> None:
 
 def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
     return {p.key: p.value for p in model.metadata_props}
-
-
-def save(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """onnx.save into (a temporary file from) atomic_output, with the usual file mode."""
-    onnx.save(model, path)
-    make_readable(path)
 
 
 def load_onnx(path: str | os.PathLike) -> onnx.ModelProto:

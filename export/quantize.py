@@ -9,12 +9,14 @@ only then is it renamed into place.
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import os
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+import warnings
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -31,8 +33,9 @@ from .compact import compact
 from .data import DATA_ENV, load_pixels, resolve_data_dir, to_pixels
 from .errors import ExportError
 from .onnx_model import (INPUT_NAME, check_file, first_line, format_accuracy, load_onnx, open_session, read_metadata,
-                         run_session, save, set_metadata)
+                         run_session, set_metadata)
 from .parity import Parity, compare
+from .rewrite import keep_narrow_convs_float
 from .verify import check_agreement, check_interface, check_metadata, session_metadata
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -46,17 +49,20 @@ CALIBRATION_BATCH = 100
 # without failing on an unlucky small model.
 MIN_AGREEMENT = 0.995
 
-# Chosen by measurement on the target CPU (AMD EPYC, AVX2, no AVX-512/VNNI), see the report
-# of issue 3. Activations uint8 and weights int8 is the pair onnxruntime's x86 kernels
-# (MLAS U8S8) are built for; int8 activations run the same kernels after a shift, and u8
-# weights take a slower U8U8 path (0.6x). Without VNNI, U8S8 multiplies pairs into int16
-# with saturation (vpmaddubsw): full 8-bit weights cost 0.4 points of accuracy on a wide
-# model, 7-bit weights (reduce_range) avoid it at no speed cost. Per-channel weight scales
-# keep the small first-layer filters accurate. Every op kind is quantized (not only
-# Conv/Gemm) so Relu folds into the requantization and MaxPool runs on uint8: the
-# conv-only variant kept float Relu/MaxPool between DQ/Q pairs and ran 1.5x slower.
+# Chosen by measurement on the target CPU (AMD EPYC, AVX2, no AVX-512/VNNI); figures in the
+# report of issue 3. Activations uint8 with weights int8 is the pair onnxruntime's x86 kernels
+# (MLAS U8S8) are built for; int8 activations run the same kernels after a shift, u8 weights
+# a slower U8U8 path (0.6x). Without VNNI, U8S8 multiplies pairs into int16 with saturation
+# (vpmaddubsw): full 8-bit weights cost 0.4 points of accuracy on a wide model, 7-bit weights
+# (reduce_range) avoid it at no speed cost. Per-channel weight scales: each filter uses its
+# own range. Every op kind is quantized, not only Conv/Gemm, so Relu folds into the
+# requantization and MaxPool runs on uint8; quantizing only Conv/Gemm left float Relu/MaxPool
+# between DQ/Q pairs and ran ~1.3x slower. The first convolution stays float (rewrite.py).
 SETTINGS = dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                 per_channel=True, reduce_range=True)
+# The classifier's Gemm writes float logits straight from its int32 accumulators (ORT's QGemm
+# has a float output): no 8-bit rounding of the logits and two ops fewer.
+EXTRA_OPTIONS = {"OpTypesToExcludeOutputQuantization": ["Gemm"]}
 
 
 class TrainingImages(CalibrationDataReader):
@@ -106,13 +112,16 @@ def load_fp32(path: str | os.PathLike) -> tuple[onnx.ModelProto, dict[str, str]]
 
 def quantize_int8(fp32_path: str | os.PathLike, calibration: np.ndarray, method: str = DEFAULT_METHOD) -> onnx.ModelProto:
     """Pre-process, calibrate and quantize; intermediate files live in a private temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="edge-digits-quant.") as work, quiet_logging():
+    with tempfile.TemporaryDirectory(prefix="edge-digits-quant.") as work, quiet_quantizer():
         pre, out = Path(work) / "pre.onnx", Path(work) / "int8.onnx"
         try:
             # Shape inference plus ORT's basic graph optimisation: what quantize_static expects as input.
             quant_pre_process(str(fp32_path), str(pre))
+            model = onnx.load(pre)
+            keep_float = keep_narrow_convs_float(model)
+            onnx.save(model, pre)
             quantize_static(str(pre), str(out), TrainingImages(calibration), calibrate_method=METHODS[method],
-                            **SETTINGS)
+                            nodes_to_exclude=keep_float, extra_options=EXTRA_OPTIONS, **SETTINGS)
         except Exception as e:  # the quantizer raises many types, from Python and from ORT's C++
             raise ExportError(f"{fp32_path}: quantization failed ({first_line(e)})") from None
         model = onnx.load(out)
@@ -126,13 +135,17 @@ def convert_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
 
     model = onnx.ModelProto()
     model.CopyFrom(fp32)
-    return float16.convert_float_to_float16(model, keep_io_types=True)
+    with warnings.catch_warnings():
+        # It warns for every weight below float16's range (|w| < 1e-7, set to +-1e-7): harmless here.
+        warnings.simplefilter("ignore", UserWarning)
+        return float16.convert_float_to_float16(model, keep_io_types=True)
 
 
 def settings_summary(method: str, calibration_size: int) -> dict:
     return {"format": "QDQ", "activations": "uint8 per-tensor", "weights": "int8 per-channel (7-bit range)",
             "calibration": f"{method}, {calibration_size} training images (seed {CALIBRATION_SEED})",
-            "quantized_ops": "all supported (Conv, Gemm, MaxPool; Relu folded)"}
+            "quantized_ops": "all supported (Conv, Gemm, MaxPool; Relu folded), except convolutions with an input "
+                             "channel count not a multiple of 4 (the first, on the 1-channel image), kept float"}
 
 
 def write_variant(model: onnx.ModelProto, props: dict[str, str], precision: str, out: Path,
@@ -142,7 +155,7 @@ def write_variant(model: onnx.ModelProto, props: dict[str, str], precision: str,
     measured = compare(reference, run_session(open_session(model), pixels), labels)
     set_metadata(model, {**props, "precision": precision, "test_accuracy": format_accuracy(measured.accuracy)})
     with atomic_output(out) as tmp:
-        save(model, tmp)
+        onnx.save(model, tmp)
         parity = verify_variant(tmp, out, precision, reference, pixels, labels, min_agreement)
         if format_accuracy(parity.accuracy) != format_accuracy(measured.accuracy):
             raise ExportError(f"{out}: test accuracy changed between two runs "
@@ -197,13 +210,15 @@ def variant_path(model: str | os.PathLike, precision: str, directory: str | os.P
 
 
 @contextmanager
-def quiet_logging() -> Iterator[None]:
-    """The quantizer logs advice on the root logger at INFO/WARNING level; errors still raise."""
+def quiet_quantizer() -> Iterator[None]:
+    """The quantizer logs advice on the root logger and its histogram calibrators print progress
+    to stdout; our commands print their own summary. Errors still raise."""
     root = logging.getLogger()
     level = root.level
     root.setLevel(logging.ERROR)
     try:
-        yield
+        with redirect_stdout(io.StringIO()):
+            yield
     finally:
         root.setLevel(level)
 

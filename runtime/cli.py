@@ -74,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_opencv() -> None:
-    """Decoders of corrupt files log to stderr; our own message says it once."""
+    """Decoders of corrupt files log to stderr; our own message says it once.
+    (FFmpeg reads its level when the first video is opened, so setting it
+    here, before any capture, is in time.)"""
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     try:
         import cv2
 

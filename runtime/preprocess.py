@@ -259,10 +259,11 @@ def ink_map(work: np.ndarray, bg: np.ndarray, polarity: str) -> tuple[np.ndarray
     alike), so a shadowed stroke scores like a lit one. The strongest
     channel wins: blue ballpoint is dark in red and green only.
     """
-    diff = (bg - work) if polarity == "dark-ink" else (work - bg)
-    rel = diff / np.maximum(bg, np.float32(RELATIVE_FLOOR))
+    rel = np.subtract(bg, work) if polarity == "dark-ink" else np.subtract(work, bg)
+    rel /= np.maximum(bg, np.float32(RELATIVE_FLOOR))
     if rel.ndim == 3:
-        rel = np.maximum(np.maximum(rel[:, :, 0], rel[:, :, 1]), rel[:, :, 2])
+        b, g, r = cv2.split(rel)
+        rel = np.maximum(np.maximum(b, g, out=b), r, out=b)
     # Noise from the fine-scale residual: a morphological background sits on
     # the noise peaks, so the map's own spread would overstate it.
     sigma = _robust_sigma(rel - cv2.GaussianBlur(rel, (0, 0), 2)) * 1.2

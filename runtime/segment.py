@@ -25,16 +25,17 @@ from .imageio import to_uint8
 from .preprocess import Component, DigitCrop, InkAnalysis, analyse_ink, fit_and_centre, soft_ink, mnist_passthrough
 
 MAX_PIECES = 4  # per mark; more touching digits than that is a scribble
-MAX_SPLITS = 6  # cut hypotheses per mark sent to the model (best priors first)
+MAX_SPLITS = 10  # cut hypotheses per mark sent to the model (best priors first)
 WIDE = 1.1  # piece wider than this times the row height: unlikely one digit
 SPLIT_RATIO = 1.25  # marks this many typical digit widths wide may be several digits
 SPLIT_ASPECT = 0.6  # or this much wider than tall (a touching 1 adds little width)
 FRAGMENT_HEIGHT = 0.5  # marks shorter than this share of the digit height may be pieces of one
 ASPECT_WEIGHT = 0.6  # weight of the mark's own shape against the row's widths (count_prior)
-EXTRA_DIGIT_COST = 1.0  # log-prior cost of each extra digit in a mark (touching is rare)
+EXTRA_DIGIT_COST = 0.5  # log-prior cost of each extra digit in a mark (touching is rare)
 MODEL_WEIGHT = 4.0  # weight of the model's log-confidences against the shape priors
-CUT_WEIGHT = 1.5  # log-prior per stroke width of ink a cut crosses beyond the first
+CUT_WEIGHT = 5.0  # log-prior per stroke width of ink a cut crosses beyond the first
 MAX_GAP = 1.2  # widest gap between digits of one number, in digit heights
+MAX_CROSSING = 2.5  # cuts crossing more stroke widths of ink are not considered
 MIN_PIECE_HEIGHT = 0.55  # of the mark's height: shorter pieces are parts of a digit
 
 
@@ -216,13 +217,20 @@ def hypotheses(analysis: InkAnalysis, mark: Component, row_h: float, digit_w: fl
     profile = _smooth(ink.sum(axis=0), max(1, mark.h // 25))
     paths = {}
     margin = max(2, int(0.12 * height))
-    # Start cuts at the projection's minima and at even splits (a junction
-    # of slanted strokes need not be a minimum of the vertical projection).
-    starts = _minima(profile, margin, margin) + [round(mark.w * k / n) for n in (2, 3) for k in range(1, n)]
+    # Start cuts at the projection's minima and on a grid across the mark (a
+    # junction of slanted strokes need not be a minimum of the vertical
+    # projection), each path free to bend only a little: a free path would
+    # rather slip through the thin top and bottom of an 0 than through
+    # the junction beside it.
+    step = max(2, int(0.06 * height))
+    starts = _minima(profile, margin, margin) + list(range(margin, mark.w - margin, step))
     for c in starts:
-        xs, cost = _cut_path(ink, c, int(0.2 * height))
-        if all(not np.array_equal(xs, other) for other, _ in paths.values()):  # starts may converge
-            paths[int(np.median(xs))] = (xs, cost)
+        xs, cost = _cut_path(ink, c, max(2, int(0.12 * height)))
+        if cost / stroke > MAX_CROSSING:
+            continue  # cuts through a digit, whatever it is next to
+        key = int(np.median(xs))
+        if key not in paths or cost < paths[key][1]:
+            paths[key] = (xs, cost)
     candidates = []
     for n_cuts in range(1, MAX_PIECES):
         for cuts in combinations(sorted(paths), n_cuts):
@@ -298,17 +306,27 @@ def count_prior(n: int, aspect: float, ratio: float) -> float:
     """Log prior that a mark holds n digits, from its shape.
 
     ``aspect`` (width / height of the mark): one handwritten digit is
-    0.76 as wide as tall (median, MNIST test digits rotated up to 15
-    degrees), n touching digits about n times that, with a log-spread of
-    0.26. ``ratio`` (width / this row's typical digit width): n digits
-    are about 0.95 n typical widths, spread 0.4 sqrt(n). The two are
-    averaged; touching digits are rarer than separate ones, hence a cost
-    per extra digit."""
-    sd_a = 0.26
-    by_aspect = -0.5 * ((np.log(max(aspect, 1e-3)) - np.log(0.76 * n)) / sd_a) ** 2
+    0.76 as wide as tall (median of MNIST test digits rotated up to 15
+    degrees, log-spread 0.26); n touching digits about n times that, but
+    a 1 adds little width, so a group containing one is narrower (a
+    mixture: one digit in ten is a 1). ``ratio`` (width / this row's
+    typical digit width): n digits are about 0.95 n typical widths,
+    spread 0.4 sqrt(n). The two are blended; touching digits are rarer
+    than separate ones, hence a cost per extra digit."""
+    x = float(np.log(max(aspect, 1e-3)))
+    if n == 1:
+        by_aspect = _log_normal(x, np.log(0.76), 0.26)
+    else:
+        with_one = 1 - 0.9 ** n  # chance that one of the n is a 1
+        by_aspect = np.logaddexp(np.log(1 - with_one) + _log_normal(x, np.log(0.76 * n), 0.26 / np.sqrt(n / 2)),
+                                 np.log(with_one) + _log_normal(x, np.log(0.76 * (n - 1) + 0.2), 0.3))
     sd_r = 0.4 * np.sqrt(n)
     by_ratio = -0.5 * ((ratio - 0.95 * n) / sd_r) ** 2 - float(np.log(sd_r))
-    return -EXTRA_DIGIT_COST * (n - 1) + ASPECT_WEIGHT * by_aspect + (1 - ASPECT_WEIGHT) * by_ratio
+    return -EXTRA_DIGIT_COST * (n - 1) + ASPECT_WEIGHT * float(by_aspect) + (1 - ASPECT_WEIGHT) * by_ratio
+
+
+def _log_normal(x: float, mu: float, sd: float) -> float:
+    return -0.5 * ((x - mu) / sd) ** 2 - float(np.log(sd))
 
 
 def _minima(profile: np.ndarray, spacing: int, margin: int) -> list[int]:

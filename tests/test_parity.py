@@ -1,0 +1,64 @@
+"""export/parity.py, and the shipped INT8 model still scoring what its model card says."""
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import onnx
+import pytest
+
+from conftest import REPO
+from export.data import load_pixels
+from export.parity import accuracy, compare, onnx_logits
+from train.checkpoint import sha256
+
+SHIPPED_INT8 = REPO / "runtime" / "models" / "digits-int8.onnx"
+MODEL_CARD = REPO / "runtime" / "models" / "MODEL_CARD.md"
+ACCURACY_FLOOR = 0.994
+
+
+def test_compare_counts_agreement_accuracy_and_largest_difference():
+    reference = np.array([[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.0, 0.0, 1.0], [5.0, 0.0, 0.0]], np.float32)
+    candidate = reference.copy()
+    candidate[1] = [0.0, 1.0, 1.5]   # argmax changes: 1 -> 2
+    candidate[3, 0] = 5.25           # same class, logit moved by 0.25
+    labels = np.array([0, 1, 2, 1])
+    p = compare(reference, candidate, labels)
+    assert p.images == 4
+    assert p.agreement == 0.75
+    assert p.max_abs_diff == pytest.approx(2.0)
+    assert p.reference_accuracy == 0.75 and p.accuracy == 0.5
+
+
+def test_compare_rejects_mismatched_shapes():
+    with pytest.raises(ValueError, match="shapes differ"):
+        compare(np.zeros((3, 10)), np.zeros((4, 10)), np.zeros(3))
+
+
+def card_accuracy(precision: str) -> float:
+    """Test accuracy of a file as MODEL_CARD.md's files table states it, e.g. `| `digits-int8.onnx` | int8 | ... | 99.54% |`."""
+    for line in MODEL_CARD.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) >= 4 and cells[1] == precision and cells[0].strip("`").endswith(".onnx"):
+            return float(re.search(r"([\d.]+)\s*%", cells[3]).group(1)) / 100
+    raise AssertionError(f"{MODEL_CARD}: no {precision} row in the files table")
+
+
+@pytest.mark.skipif(not SHIPPED_INT8.exists(), reason="no shipped model yet (python -m export.pipeline --ship)")
+def test_shipped_int8_model_keeps_its_accuracy(mnist_dir):
+    pixels, labels = load_pixels(mnist_dir, "test")
+    measured = accuracy(onnx_logits(SHIPPED_INT8, pixels), labels)
+    meta = {p.key: p.value for p in onnx.load(SHIPPED_INT8).metadata_props}
+    assert meta["precision"] == "int8"
+    stated = float(meta["test_accuracy"])
+    assert measured >= ACCURACY_FLOOR, f"{SHIPPED_INT8}: {measured:.2%} < {ACCURACY_FLOOR:.1%}"
+    assert measured >= stated - 1e-9, f"{SHIPPED_INT8}: {measured:.4f} below its own metadata ({stated})"
+    # the card rounds to 0.01 points
+    assert measured >= card_accuracy("int8") - 0.00005, f"{SHIPPED_INT8}: {measured:.4f} below MODEL_CARD.md"
+
+
+@pytest.mark.skipif(not SHIPPED_INT8.exists(), reason="no shipped model yet (python -m export.pipeline --ship)")
+def test_model_card_describes_the_shipped_files():
+    card = MODEL_CARD.read_text()
+    for name in ("digits-fp32.onnx", "digits-int8.onnx"):
+        assert sha256(REPO / "runtime" / "models" / name) in card, f"{MODEL_CARD}: SHA-256 of {name} is stale"
