@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import os
@@ -89,6 +90,30 @@ FLOOR_SPEEDUP_ORT_VS_EAGER = 2.0
 FLOOR_MAX_ACCURACY_DROP_POINTS = 0.15
 
 
+# What the investigation of a missed floor found (issue 5, AMD EPYC Zen 3: AVX2, no VNNI). Printed
+# under the floors that a run misses, next to the per-node profile this run measured.
+FINDINGS = {
+    "int8_latency": (
+        "INT8 batch-1 latency: PyTorch eager is a fair reference here (batch 1 runs its convs through "
+        "_slow_conv2d_forward and max_pool2d_with_indices, ~0.7 ms), but INT8 is held back by its first conv: "
+        "1 input channel, ~3% of the MACs, yet one of the three largest INT8 costs (profile below). ORT's "
+        "QLinearConv makes it an im2col GEMM with K = 9, a shape its U8S8 AVX2 kernel handles poorly; the FP32 "
+        "graph runs the same conv as a blocked-layout (NCHWc) conv several times faster."),
+    "int8_vs_fp32": (
+        "INT8 vs FP32 throughput: without VNNI (no AVX512-VNNI/AVX-VNNI on this CPU) ORT's U8S8 kernels "
+        "multiply through vpmaddubsw + vpmaddwd, at best ~2x the float32 FMA rate; conv 2 and 3 get 1.6-1.9x "
+        "over FP32 (profile), conv 1 is slower in INT8 than in FP32 and pulls the whole model under 1.5x. "
+        "With 2 threads FP32 scales ~2.0x and INT8 ~1.8x. Leaving conv 1 in float (quantize_static "
+        "nodes_to_exclude) was tried and is slower still: ORT then moves the QuantizeLinear ahead of the float "
+        "MaxPool, which runs as a plain NCHW uint8 MaxPool (batch 1: ~178 µs against ~135 µs). Fixing conv 1 "
+        "is export work; the QDQ graph itself is fully fused (QLinearConv, NhwcMaxPool, QGemm: ops below)."),
+    "ort_vs_eager": (
+        "ORT FP32 vs eager: compare the per-node profile below with PyTorch's (torch.profiler): eager spends "
+        "much of a large batch in max_pool2d_with_indices and unfused BatchNorm/ReLU passes over memory."),
+    "accuracy": "Accuracy: a format below the floor has a numerics problem (quantization ranges, FP16 overflow).",
+}
+
+
 # ------------------------------------------------------------------ models
 
 
@@ -105,8 +130,13 @@ class Normalised(nn.Module):
 
 @dataclass
 class ModelFiles:
+    """The files compared, each read once: every session, size and check uses these bytes, so that
+    a file replaced while the benchmark runs (a new model being shipped) cannot mix two models."""
     checkpoint: Path
-    onnx: dict[str, Path]  # precision -> file (only those that exist)
+    checkpoint_sha256: str
+    checkpoint_size: int
+    onnx: dict[str, Path]    # precision -> file (only those that exist)
+    blobs: dict[str, bytes]  # precision -> its bytes
     notes: list[str] = field(default_factory=list)
 
 
@@ -114,14 +144,14 @@ def newest(paths: list[Path]) -> Path | None:
     return max(paths, key=lambda p: p.stat().st_mtime) if paths else None
 
 
-def onnx_metadata(path: Path) -> dict[str, str]:
-    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+def onnx_metadata(blob: bytes) -> dict[str, str]:
+    return {p.key: p.value for p in onnx.load_from_string(blob).metadata_props}
 
 
-def default_checkpoint(onnx_files: dict[str, Path]) -> Path | None:
+def default_checkpoint(blobs: dict[str, bytes]) -> Path | None:
     """The runs/*/best.pt the ONNX files were made from (by their checkpoint_sha256), else the newest one."""
     candidates = sorted(REPO.glob("runs/*/best.pt"))
-    wanted = {onnx_metadata(p).get("checkpoint_sha256") for p in onnx_files.values()} - {None}
+    wanted = {onnx_metadata(b).get("checkpoint_sha256") for b in blobs.values()} - {None}
     matching = [p for p in candidates if wanted and sha256(p) in wanted]
     return newest(matching) or newest(candidates)
 
@@ -130,52 +160,56 @@ def glob_variant(directory: Path, precision: str) -> Path | None:
     return newest(sorted(directory.glob(f"*{precision}*.onnx")))
 
 
-def resolve_models(args: argparse.Namespace) -> ModelFiles:
-    """Flags first, then --model-dir (DIR/best.pt, DIR/*fp32*.onnx, ...), then the shipped runtime/models/."""
-    explicit = {"fp32": args.fp32, "int8": args.int8, "fp16": args.fp16}
+def onnx_paths(args: argparse.Namespace) -> dict[str, Path | None]:
+    """Flags first, then --model-dir (DIR/*fp32*.onnx, ...), then the shipped runtime/models/."""
     found: dict[str, Path | None] = {}
-    for precision, path in explicit.items():
+    for precision, path in {"fp32": args.fp32, "int8": args.int8, "fp16": args.fp16}.items():
         if path:
             found[precision] = Path(path)
         elif args.model_dir:
             found[precision] = glob_variant(Path(args.model_dir), precision)
         else:
             found[precision] = SHIPPED_DIR / SHIPPED[precision]
+    return found
+
+
+def resolve_models(args: argparse.Namespace) -> ModelFiles:
+    found = onnx_paths(args)
     notes = [f"no {p.upper()} ONNX model ({path or 'nothing matched in ' + str(args.model_dir)}): format skipped"
              for p, path in found.items() if not (path and path.is_file()) and p != "fp16"]
     onnx_files = {p: path for p, path in found.items() if path and path.is_file()}
+    blobs = {p: path.read_bytes() for p, path in onnx_files.items()}
     if args.checkpoint:
         checkpoint = Path(args.checkpoint)
     elif args.model_dir:
         checkpoint = Path(args.model_dir) / "best.pt"
     else:
-        checkpoint = default_checkpoint(onnx_files)
+        checkpoint = default_checkpoint(blobs)
     if checkpoint is None:
         raise CheckpointError("no checkpoint found in runs/*/best.pt: pass --checkpoint or --model-dir")
-    notes += same_model_warnings(checkpoint, onnx_files)
-    return ModelFiles(checkpoint, onnx_files, notes)
-
-
-def same_model_warnings(checkpoint: Path, onnx_files: dict[str, Path]) -> list[str]:
-    """The comparison only means something if every file holds the same trained weights."""
     if not checkpoint.is_file():
-        return []
+        raise CheckpointError(f"{checkpoint}: no such file")
     digest = sha256(checkpoint)
-    return [f"WARNING: {path} was not made from {checkpoint} (checkpoint_sha256 differs): not the same model"
-            for path in onnx_files.values() if onnx_metadata(path).get("checkpoint_sha256") not in (None, digest)]
+    notes += same_model_warnings(checkpoint, digest, onnx_files, blobs)
+    return ModelFiles(checkpoint, digest, checkpoint.stat().st_size, onnx_files, blobs, notes)
 
 
-def count_macs(model: nn.Module, example: torch.Tensor) -> int:
-    """Multiply-accumulates per image of the Conv2d and Linear layers, read off a forward pass with hooks."""
-    total = 0
+def same_model_warnings(checkpoint: Path, digest: str, paths: dict[str, Path], blobs: dict[str, bytes]) -> list[str]:
+    """The comparison only means something if every file holds the same trained weights."""
+    return [f"WARNING: {paths[p]} was not made from {checkpoint} (checkpoint_sha256 differs): not the same model"
+            for p, blob in blobs.items() if onnx_metadata(blob).get("checkpoint_sha256") not in (None, digest)]
+
+
+def layer_macs(model: nn.Module, example: torch.Tensor) -> list[dict]:
+    """Multiply-accumulates per image of each Conv2d and Linear layer, read off a forward pass with hooks."""
+    layers = []
 
     def conv(m: nn.Conv2d, inputs, out):
-        nonlocal total
-        total += out[0].numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)
+        layers.append({"layer": f"conv {m.in_channels}->{m.out_channels} ch, {out.shape[-2]}x{out.shape[-1]}",
+                       "macs": out[0].numel() * (m.in_channels // m.groups) * math.prod(m.kernel_size)})
 
     def linear(m: nn.Linear, inputs, out):
-        nonlocal total
-        total += out[0].numel() * m.in_features
+        layers.append({"layer": f"linear {m.in_features}->{m.out_features}", "macs": out[0].numel() * m.in_features})
 
     hooks = [m.register_forward_hook(conv if isinstance(m, nn.Conv2d) else linear)
              for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
@@ -183,7 +217,7 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
         model(example[:1])
     for h in hooks:
         h.remove()
-    return total
+    return layers
 
 
 # ------------------------------------------------------------------ formats
@@ -204,6 +238,7 @@ class Format:
     key: str
     name: str
     file: Path
+    size: int
     device: str = "cpu"
     detail: str = ""
     runners: dict[int, Runner] = field(default_factory=dict)  # threads -> runner
@@ -234,11 +269,11 @@ def ort_options(threads: int, optimized_path: Path | None = None) -> ort.Session
     return o
 
 
-def ort_runner(key: str, path: Path, threads: int, provider: str = "CPUExecutionProvider") -> Runner:
+def ort_runner(key: str, model: bytes, threads: int, provider: str = "CPUExecutionProvider") -> Runner:
     """ONNX Runtime through IOBinding: input and output arrays bound once, as a latency-minded user does
     (each new frame is written into the bound input array). Plain `session.run` costs 5-8 µs more per
     call here, as it builds the feed dict and allocates the output every time."""
-    session = ort.InferenceSession(str(path), ort_options(threads), providers=[provider])
+    session = ort.InferenceSession(model, ort_options(threads), providers=[provider])
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     classes = out.shape[-1]
 
@@ -318,18 +353,19 @@ def choose_compiled(module: nn.Module, pixels: np.ndarray, settings: Settings, t
 
 def build_formats(files: ModelFiles, module: nn.Module, pixels: np.ndarray, thread_counts: list[int],
                   settings: Settings, notes: list[str]) -> tuple[list[Format], dict]:
-    eager = Format("torch_eager", "PyTorch eager", files.checkpoint)
+    eager = Format("torch_eager", "PyTorch eager", files.checkpoint, files.checkpoint_size)
     label, compiled, compile_report = choose_compiled(module, pixels, settings, max(thread_counts))
     short = "TorchScript" if label.startswith("TorchScript") else "torch.compile"
-    fast = Format("torch_compiled", f"PyTorch {short}", files.checkpoint, detail=label)
+    fast = Format("torch_compiled", f"PyTorch {short}", files.checkpoint, files.checkpoint_size, detail=label)
     for t in thread_counts:
         eager.runners[t] = torch_runner(eager.key, module, t)
         fast.runners[t] = torch_runner(fast.key, compiled, t)
     formats = [eager, fast]
     for precision in ("fp32", "int8"):
         if precision in files.onnx:
-            f = Format(f"ort_{precision}", f"ORT {precision.upper()}", files.onnx[precision])
-            f.runners = {t: ort_runner(f.key, f.file, t) for t in thread_counts}
+            f = Format(f"ort_{precision}", f"ORT {precision.upper()}", files.onnx[precision],
+                       size=len(files.blobs[precision]))
+            f.runners = {t: ort_runner(f.key, files.blobs[precision], t) for t in thread_counts}
             formats.append(f)
     formats += cuda_formats(files, module, max(thread_counts), notes)
     return formats, compile_report
@@ -339,14 +375,15 @@ def cuda_formats(files: ModelFiles, module: nn.Module, threads: int, notes: list
     """With a GPU: PyTorch eager and ORT FP32/FP16 on CUDA, run once (the host thread count hardly matters)."""
     found = []
     if torch.cuda.is_available():
-        f = Format("torch_eager_cuda", "PyTorch eager CUDA", files.checkpoint, device="cuda")
+        f = Format("torch_eager_cuda", "PyTorch eager CUDA", files.checkpoint, files.checkpoint_size, device="cuda")
         f.runners[threads] = torch_runner(f.key, copy.deepcopy(module).cuda(), threads, device="cuda")
         found.append(f)
     if "CUDAExecutionProvider" in ort.get_available_providers():
         for precision in ("fp32", "fp16"):
             if precision in files.onnx:
-                f = Format(f"ort_{precision}_cuda", f"ORT {precision.upper()} CUDA", files.onnx[precision], device="cuda")
-                f.runners[threads] = ort_runner(f.key, f.file, threads, "CUDAExecutionProvider")
+                f = Format(f"ort_{precision}_cuda", f"ORT {precision.upper()} CUDA", files.onnx[precision],
+                           size=len(files.blobs[precision]), device="cuda")
+                f.runners[threads] = ort_runner(f.key, files.blobs[precision], threads, "CUDAExecutionProvider")
                 found.append(f)
     else:
         notes.append("FP16: measured on CUDA only (ONNX Runtime's CPU kernels have no fast FP16 path); "
@@ -453,18 +490,19 @@ def floor_checks(results: dict) -> list[dict]:
     one, thread_keys = "1", sorted({t for _, t in rows}, key=int)
     p50 = lambda key, t: rows.get((key, t), {}).get("latency_us", {}).get("p50")  # noqa: E731
     thr = lambda key, t: rows.get((key, t), {}).get("throughput", {}).get(str(FLOOR_BATCH), {}).get("images_per_s")  # noqa: E731
-    checks = [{"name": "ORT INT8 vs PyTorch eager, batch-1 latency p50, 1 thread", "floor": FLOOR_SPEEDUP_INT8_LATENCY,
+    checks = [{"id": "int8_latency", "name": "ORT INT8 vs PyTorch eager, batch-1 latency p50, 1 thread",
+               "floor": FLOOR_SPEEDUP_INT8_LATENCY,
                "value": ratio(p50("torch_eager", one), p50("ort_int8", one))}]
     for t in thread_keys:
-        checks.append({"name": f"ORT INT8 vs ORT FP32, batch-{FLOOR_BATCH} throughput, {t} thread(s)",
+        checks.append({"id": "int8_vs_fp32", "name": f"ORT INT8 vs ORT FP32, batch-{FLOOR_BATCH} throughput, {t} thread(s)",
                        "floor": FLOOR_SPEEDUP_INT8_VS_FP32, "value": ratio(thr("ort_int8", t), thr("ort_fp32", t))})
     for t in thread_keys:
-        checks.append({"name": f"ORT FP32 vs PyTorch eager, batch-{FLOOR_BATCH} throughput, {t} thread(s)",
+        checks.append({"id": "ort_vs_eager", "name": f"ORT FP32 vs PyTorch eager, batch-{FLOOR_BATCH} throughput, {t} thread(s)",
                        "floor": FLOOR_SPEEDUP_ORT_VS_EAGER, "value": ratio(thr("ort_fp32", t), thr("torch_eager", t))})
     acc = {f["key"]: f["accuracy"] for f in results["formats"]}
     base = acc.get("torch_eager")
     drop = max(100 * (base - a) for a in acc.values())
-    checks.append({"name": "largest accuracy drop vs PyTorch FP32 (points)", "floor": FLOOR_MAX_ACCURACY_DROP_POINTS,
+    checks.append({"id": "accuracy", "name": "largest accuracy drop vs PyTorch FP32 (points)", "floor": FLOOR_MAX_ACCURACY_DROP_POINTS,
                    "value": drop, "lower_is_better": True})
     for c in checks:
         v = c["value"]
@@ -537,16 +575,42 @@ def report(results: dict) -> str:
         + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
         + f"; load average before {m['load_average_1_5_15min']}, after {results['load_average_after']}; "
         f"other processes used {share(results['other_processes_cpu_share'])} of the CPUs while timing",
-        f"Model: {results['checkpoint']} ({results['arch']}); compiled PyTorch path: {results['compiled']['chosen']}",
+        f"Model: {results['checkpoint']['path']} ({results['arch']}, sha256 {results['checkpoint']['sha256'][:12]}); "
+        f"compiled PyTorch path: {results['compiled']['chosen']}",
         "", model_table(results), "", speed_table(results), "",
         f"Measured float32 peak (best square matmul, n in {machine.PEAK_SIZES}, torch): {peaks}. "
         "% of peak = MACs/image × images/s ÷ (FLOP/s ÷ 2). INT8 rows are also against the float32 peak.",
         f"{results['rounds']} rounds, formats in rotated order; latency percentiles pool all rounds; "
         "± is half the range of the per-round throughputs.", "", "Floors:", *floor_lines(results["floors"]),
     ]
+    missed = [c["id"] for c in results["floors"] if c["met"] is False]
+    parts += [f"- why (investigated on AMD EPYC Zen 3, AVX2, no VNNI): {FINDINGS[i]}" for i in dict.fromkeys(missed)]
+    if results["ort_profile_us"]:
+        parts += ["", profile_table(results)]
+    ops = "; ".join(f"{p.upper()}: " + ", ".join(f"{op} x{n}" for op, n in counts.items())
+                    for p, counts in results["ort_ops_after_optimisation"].items())
+    parts += ["", f"ORT graphs as run (ORT_ENABLE_ALL): {ops}"]
     if results["notes"]:
         parts += ["", "Notes:", *(f"- {n}" for n in results["notes"])]
     return "\n".join(parts)
+
+
+def profile_table(results: dict) -> str:
+    """ORT's per-node times, FP32 beside INT8, with each conv's share of the model's MACs."""
+    prof = results["ort_profile_us"]
+    columns = [(b, p) for b in prof for p in prof[b]]
+    convs = [layer for layer in results["layers"] if layer["layer"].startswith("conv")]
+    total = sum(layer["macs"] for layer in results["layers"])
+    groups = list(dict.fromkeys(g for b, p in columns for g in prof[b][p]))
+    lines = ["| ORT node group (1 thread, µs per call, ORT profiler) | share of MACs | "
+             + " | ".join(f"{p.upper()} b{b}" for b, p in columns) + " |", "|---|---|" + "---|" * len(columns)]
+    for g in sorted(groups, key=lambda g: (not g.startswith("conv"), g)):
+        i = int(g.split()[1]) - 1 if g.startswith("conv") else None
+        label = f"{g}: {convs[i]['layer']}" if i is not None and i < len(convs) else g
+        mac_share = f"{convs[i]['macs'] / total:.1%}" if i is not None and i < len(convs) else ""
+        lines.append(f"| {label} | {mac_share} | " + " | ".join(f"{prof[b][p].get(g, 0):,.0f}" for b, p in columns) + " |")
+    lines.append("| sum | | " + " | ".join(f"{sum(prof[b][p].values()):,.0f}" for b, p in columns) + " |")
+    return "\n".join(lines)
 
 
 def plot_latency(ax, results: dict) -> None:
@@ -599,18 +663,50 @@ def plot(results: dict, path: Path) -> None:
 # ------------------------------------------------------------------ diagnostics
 
 
-def ort_op_counts(path: Path) -> dict[str, int]:
+def ort_op_counts(model: bytes) -> dict[str, int]:
     """Op types in the graph ONNX Runtime actually runs (after ORT_ENABLE_ALL), e.g. whether QDQ became QLinearConv."""
     with tempfile.TemporaryDirectory() as tmp:
         optimized = Path(tmp) / "optimized.onnx"
-        ort.InferenceSession(str(path), ort_options(1, optimized), providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model, ort_options(1, optimized), providers=["CPUExecutionProvider"])
         graph = onnx.load(str(optimized)).graph
     # The domain tells ORT's own kernels apart, e.g. com.microsoft.nchwc:Conv (blocked-layout AVX2 conv).
     return dict(Counter(f"{n.domain}:{n.op_type}" if n.domain else n.op_type for n in graph.node))
 
 
-def diagnostics(files: ModelFiles) -> dict[str, dict[str, int]]:
-    return {precision: ort_op_counts(path) for precision, path in files.onnx.items() if precision in ("fp32", "int8")}
+def ort_node_times(model: bytes, x: np.ndarray, calls: int) -> dict[str, float]:
+    """Median µs per call of each node group on 1 thread, from ONNX Runtime's own profiler.
+
+    Convolutions are numbered in execution order (conv 1 is the one on the 28x28 input) so
+    that the FP32 and INT8 graphs line up; everything else is summed into two groups.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        options = ort_options(1)
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(tmp) / "profile")
+        session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+        for _ in range(calls):
+            session.run(None, {session.get_inputs()[0].name: x})
+        events = json.loads(Path(session.end_profiling()).read_text())
+    nodes: dict[str, tuple[str, list[float]]] = {}  # in execution order
+    for e in events:
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time"):
+            nodes.setdefault(e["name"], (e["args"]["op_name"], []))[1].append(e["dur"])
+    groups: dict[str, float] = {}
+    for op, durations in nodes.values():
+        if op in ("Conv", "QLinearConv", "ConvInteger"):
+            group = f"conv {sum(g.startswith('conv') for g in groups) + 1}"
+        else:
+            group = "max-pools" if "MaxPool" in op else "other ops"
+        groups[group] = groups.get(group, 0.0) + float(np.median(durations[1:] or durations))  # 1st call: warm-up
+    return groups
+
+
+def ort_profiles(files: ModelFiles, pixels: np.ndarray, settings: Settings) -> dict[str, dict[str, dict]]:
+    """Where the time goes inside the FP32 and INT8 sessions, at batch 1 and at the floors' batch size."""
+    calls = {1: 200, FLOOR_BATCH: 6} if settings.latency_calls > 10 else {1: 3, FLOOR_BATCH: 2}
+    return {str(b): {p: ort_node_times(files.blobs[p], np.ascontiguousarray(pixels[:b]), n)
+                     for p in ("fp32", "int8") if p in files.blobs}
+            for b, n in calls.items()}
 
 
 # ------------------------------------------------------------------ main
@@ -677,7 +773,7 @@ def timed_rounds(formats: list[Format], pixels: np.ndarray, thread_counts: list[
 
 def format_entry(f: Format, samples: dict, peaks: dict, macs: int, params: int, acc: float) -> dict:
     return {"key": f.key, "name": f.name, "device": f.device, "detail": f.detail, "file": str(f.file),
-            "file_bytes": f.file.stat().st_size, "parameters": params, "macs_per_image": macs, "accuracy": acc,
+            "file_bytes": f.size, "parameters": params, "macs_per_image": macs, "accuracy": acc,
             "timings": {str(t): summarise(samples[(f.key, t)], macs, peaks[t] if f.device == "cpu" else None)
                         for t in f.runners}}
 
@@ -696,7 +792,8 @@ def run(args: argparse.Namespace) -> dict:
 
     progress(f"building formats ({args.mode} mode)")
     formats, compile_report = build_formats(files, module, timing_pixels, thread_counts, settings, notes)
-    macs = count_macs(model, torch.from_numpy(timing_pixels[:1]))
+    layers = layer_macs(model, torch.from_numpy(timing_pixels[:1]))
+    macs = sum(layer["macs"] for layer in layers)
     params = sum(p.numel() for p in model.parameters())
     progress(f"accuracy on {len(labels):,} test images")
     acc = {f.key: accuracy(f, pixels, labels) for f in formats}
@@ -713,13 +810,16 @@ def run(args: argparse.Namespace) -> dict:
         "mode": args.mode, "settings": asdict(settings), "rounds": settings.rounds,
         "machine": {**machine.describe(), "load_average_1_5_15min": load_before},
         "load_average_after": machine.load_average(), "other_processes_cpu_share": others,
-        "checkpoint": str(files.checkpoint), "arch": ckpt["arch"],
-        "onnx": {p: str(path) for p, path in files.onnx.items()},
+        "checkpoint": {"path": str(files.checkpoint), "sha256": files.checkpoint_sha256}, "arch": ckpt["arch"],
+        "onnx": {p: {"path": str(path), "sha256": hashlib.sha256(files.blobs[p]).hexdigest()}
+                 for p, path in files.onnx.items()},
         "accuracy_images": len(labels), "accuracy_subset": subset,
         "peak": {str(t): {"gflops": peaks[t] / 1e9, "gmac_per_s": peaks[t] / 2e9} for t in thread_counts},
         "compiled": {"chosen": next(f.detail for f in formats if f.key == "torch_compiled"), "candidates": compile_report},
         "formats": [format_entry(f, samples, peaks, macs, params, acc[f.key]) for f in formats],
-        "ort_ops_after_optimisation": diagnostics(files),
+        "layers": layers,
+        "ort_ops_after_optimisation": {p: ort_op_counts(blob) for p, blob in files.blobs.items() if p != "fp16"},
+        "ort_profile_us": ort_profiles(files, timing_pixels, settings),
         "notes": notes,
     }
 

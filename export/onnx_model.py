@@ -6,9 +6,12 @@ modules decide where and when a file is written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import onnx
@@ -59,8 +62,7 @@ def export_graph(module: PixelModel, opset: int = DEFAULT_OPSET) -> onnx.ModelPr
     """
     example = torch.rand(2, 1, 28, 28)
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # exporter chatter about its internals, not about our model
+        with quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
                 module, (example,), None, dynamo=True, opset_version=opset, external_data=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
@@ -68,8 +70,33 @@ def export_graph(module: PixelModel, opset: int = DEFAULT_OPSET) -> onnx.ModelPr
     except Exception as e:  # the exporter raises many types; all mean the same thing to the user
         raise ExportError(f"torch.onnx.export failed: {first_line(e)}") from None
     model = program.model_proto
+    produced = opset_of(model)
+    if produced != opset:
+        # Below its native opset the exporter converts afterwards, and keeps its own opset when that fails.
+        raise ExportError(f"cannot export at opset {opset}: the exporter could only produce opset {produced}")
     strip_debug_info(model)
     return infer_shapes(model)
+
+
+@contextmanager
+def quiet_exporter() -> Iterator[None]:
+    """The exporter logs and warns about its own internals (opset conversion attempts, tracing
+    details), tracebacks included; what matters reaches us as an exception or a wrong opset."""
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "onnxscript", "torch.export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
+
+
+def opset_of(model: onnx.ModelProto) -> int:
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def strip_debug_info(model: onnx.ModelProto) -> None:

@@ -34,8 +34,8 @@ from .errors import ExportError
 from .files import copy_file, write_text
 from .onnx_model import wrap
 from .parity import Parity, parity_table
-from .quantize import DEFAULT_CALIBRATION_SIZE, DEFAULT_METHOD, make_variants
-from .to_onnx import FP32_TOLERANCE, export_checkpoint
+from .quantize import DEFAULT_CALIBRATION_SIZE, DEFAULT_METHOD, VariantResult, make_variants
+from .to_onnx import FP32_TOLERANCE, ExportResult, export_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHIP_DIR = REPO / "runtime" / "models"
@@ -68,7 +68,7 @@ class Run:
     train_seconds: float | None = None
 
 
-def resolve_data_dir(data_dir: str | None) -> Path:
+def pipeline_data_dir(data_dir: str | None) -> Path:
     # Same order as python -m train, so the export stages read the files training used
     # (train downloads into data/MNIST/raw when allowed and nothing else is given).
     return Path(data_dir or os.environ.get(DATA_ENV) or Path("data") / "MNIST" / "raw")
@@ -89,7 +89,8 @@ def train_stage(run: Run, epochs: int | None) -> Path:
     return run.out_dir / "best.pt"
 
 
-def build_report(run: Run, checkpoint: Path, export_result, variants, parity: dict[str, Parity]) -> dict:
+def build_report(run: Run, checkpoint: Path, export_result: ExportResult, variants: list[VariantResult],
+                 parity: dict[str, Parity]) -> dict:
     ckpt = load(checkpoint)
     fp32_size = export_result.size
     files = {"fp32": (export_result.path, export_result.size, export_result.seconds, None)}
@@ -107,6 +108,7 @@ def build_report(run: Run, checkpoint: Path, export_result, variants, parity: di
         "command": run.command, "train_command": run.train_command, "recipe": ckpt["train_config"].get("recipe"),
         "seed": ckpt["train_config"].get("seed"), "epochs": ckpt["metrics"].get("epochs"),
         "arch": ckpt["arch"], "arch_config": ckpt["arch_config"], "dataset": ckpt["dataset"],
+        "train_config": ckpt["train_config"],
         "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
         "pytorch_test_accuracy": next(iter(parity.values())).reference_accuracy,
         "test_images": next(iter(parity.values())).images,
@@ -160,7 +162,8 @@ def model_card(report: dict) -> str:
     fp32, int8 = report["models"]["fp32"], report["models"]["int8"]
     q = int8["quantization"]
     files = "\n".join(
-        f"| `{SHIPPED[p]}` | {p} | {m['size_bytes']:,} B ({m['size_bytes'] / 1024:.1f} KiB) | {m['test_accuracy']:.2%} | "
+        f"| `{SHIPPED[p]}` | {p} | {m['size_bytes']:,} B ({m['size_bytes'] / 1024:.1f} KiB) | "
+        f"{m['test_accuracy']:.2%} | "
         f"`{m['sha256']}` |" for p, m in report["models"].items() if p in SHIPPED)
     return f"""# Model card: edge-digits digit classifier
 
@@ -182,7 +185,8 @@ The INT8 file is {int8['size_ratio_to_fp32']:.1%} of the FP32 file.
 ## How it was made
 
 - Command: `{report['command']}`
-- Training: `{report['train_command'] or 'not run by the pipeline (checkpoint given)'}`
+- Training: `{report['train_command'] or 'not run by the pipeline (checkpoint given)'}`; settings stored in the
+  checkpoint: {training_settings(report['train_config'])}
 - Recipe `{report['recipe']}`, seed {report['seed']}, {report['epochs']} epochs; checkpoint SHA-256
   `{report['checkpoint_sha256']}` (PyTorch test accuracy {report['pytorch_test_accuracy']:.2%})
 - FP32: `torch.onnx.export` (torch.export-based exporter), BatchNorm folded, opset 18, checked with
@@ -206,6 +210,13 @@ some digit. Test accuracy is not accuracy on real photos.
 """
 
 
+def training_settings(cfg: dict) -> str:
+    # Recipes change over time; the checkpoint records what this run actually used.
+    keys = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment", "label_smoothing",
+            "train_subset", "val_size")
+    return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg)
+
+
 def ship(report: dict) -> list[Path]:
     problems = ship_problems(report)
     if problems:
@@ -218,7 +229,7 @@ def ship(report: dict) -> list[Path]:
 
 def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     out_dir = Path(args.out or f"runs/{args.recipe}")
-    run = Run(out_dir, args.recipe, args.seed, resolve_data_dir(args.data_dir), command)
+    run = Run(out_dir, args.recipe, args.seed, pipeline_data_dir(args.data_dir), command)
     checkpoint = Path(args.checkpoint) if args.checkpoint else train_stage(run, args.epochs)
 
     print(f"== export: {checkpoint} -> {out_dir / 'digits-fp32.onnx'}", flush=True)
@@ -252,13 +263,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data-dir", help=f"MNIST IDX files (default ${DATA_ENV}, then data/MNIST/raw)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
-    p.add_argument("--checkpoint", help="skip training: export this checkpoint instead")
+    p.add_argument("--checkpoint",
+                   help="skip training: export this checkpoint (the report takes recipe, seed, epochs from it)")
     p.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION_SIZE)
     p.add_argument("--method", default=DEFAULT_METHOD, choices=("minmax", "entropy", "percentile"),
                    help="INT8 calibration method")
     p.add_argument("--fp16", action="store_true", help="also make and report an FP16 model")
     p.add_argument("--ship", action="store_true",
-                   help="copy the FP32 and INT8 models to runtime/models/ with MODEL_CARD.md (only if they pass the gates)")
+                   help="copy the FP32 and INT8 models to runtime/models/ with MODEL_CARD.md "
+                        "(only if they pass the gates)")
     return p.parse_args(argv)
 
 

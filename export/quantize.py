@@ -110,7 +110,8 @@ def load_fp32(path: str | os.PathLike) -> tuple[onnx.ModelProto, dict[str, str]]
     return model, props
 
 
-def quantize_int8(fp32_path: str | os.PathLike, calibration: np.ndarray, method: str = DEFAULT_METHOD) -> onnx.ModelProto:
+def quantize_int8(fp32_path: str | os.PathLike, calibration: np.ndarray,
+                  method: str = DEFAULT_METHOD) -> onnx.ModelProto:
     """Pre-process, calibrate and quantize; intermediate files live in a private temporary directory."""
     with tempfile.TemporaryDirectory(prefix="edge-digits-quant.") as work, quiet_quantizer():
         pre, out = Path(work) / "pre.onnx", Path(work) / "int8.onnx"
@@ -227,12 +228,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export.quantize", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", help="FP32 model written by python -m export.to_onnx")
-    p.add_argument("-o", "--out", help="INT8 output (default: MODEL-int8.onnx beside MODEL; a -fp32 suffix is replaced)")
-    p.add_argument("--data-dir", help=f"MNIST IDX files: training images calibrate, test images verify (default: ${DATA_ENV})")
+    p.add_argument("-o", "--out",
+                   help="INT8 output (default: MODEL-int8.onnx beside MODEL; a -fp32 suffix is replaced)")
+    p.add_argument("--data-dir",
+                   help=f"MNIST IDX files: training images calibrate, test images verify (default: ${DATA_ENV})")
     p.add_argument("--calibration-size", type=int, default=DEFAULT_CALIBRATION_SIZE,
                    help=f"training images used for calibration (default {DEFAULT_CALIBRATION_SIZE})")
-    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD, help=f"calibration method (default {DEFAULT_METHOD})")
-    p.add_argument("--fp16", action="store_true", help="also write an FP16 model (MODEL-fp16.onnx beside the INT8 output)")
+    p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"calibration method (default {DEFAULT_METHOD})")
+    p.add_argument("--fp16", action="store_true",
+                   help="also write an FP16 model (MODEL-fp16.onnx beside the INT8 output)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
                    help=f"least argmax agreement with the FP32 model on the test set (default {MIN_AGREEMENT})")
     return p.parse_args(argv)
@@ -254,9 +259,11 @@ def main(argv=None) -> int:
     fp32_size = Path(args.model).stat().st_size
     for r in results:
         p = r.parity
-        print(f"wrote {r.path} ({r.size / 1024:.1f} KiB = {r.size / fp32_size:.1%} of FP32, made in {r.seconds:.1f} s)")
+        print(f"wrote {r.path} ({r.size / 1024:.1f} KiB = {r.size / fp32_size:.1%} of FP32, "
+              f"made in {r.seconds:.1f} s)")
         print(f"  vs FP32 on {p.images} test images: argmax agreement {p.agreement:.2%}, "
-              f"max |logit diff| {p.max_abs_diff:.3g}; test accuracy {p.accuracy:.2%} (FP32 {p.reference_accuracy:.2%})")
+              f"max |logit diff| {p.max_abs_diff:.3g}; test accuracy {p.accuracy:.2%} "
+              f"(FP32 {p.reference_accuracy:.2%})")
     return 0
 
 

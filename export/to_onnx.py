@@ -73,7 +73,10 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, dat
     pixels, labels = load_pixels(resolve_data_dir(data_dir), "test")  # before the slow part: fail fast
 
     start = time.perf_counter()
-    model = export_graph(module, opset)
+    try:
+        model = export_graph(module, opset)
+    except ExportError as e:
+        raise ExportError(f"{checkpoint}: {e}") from None
     set_metadata(model, metadata(ckpt, sha256(checkpoint), "fp32", accuracy))
     seconds = time.perf_counter() - start
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from .errors import RuntimeInputError
+from .errors import NoDigitFound, RuntimeInputError
 from .imageio import read_image
 from .model import load_session, softmax
 from .preprocess import DigitCrop, preprocess_digit
@@ -47,7 +47,7 @@ class NumberReading:
         return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
 
 
-ImageLike = "np.ndarray | str | os.PathLike"
+ImageLike = Union[np.ndarray, str, os.PathLike]  # an image array or a file path
 
 
 class DigitClassifier:
@@ -97,11 +97,19 @@ class DigitClassifier:
         return np.concatenate(out)
 
     def predictions(self, crops: Sequence[DigitCrop]) -> list[Prediction]:
-        """Classify already preprocessed crops, in one batch."""
+        """Classify already preprocessed crops, in one batch. A crop with
+        alternative readings (uncertain ink polarity) gets the reading the
+        model is surest of."""
         if not crops:
             return []
-        probs = self.predict_pixels(np.stack([c.pixels for c in crops]))
-        return [self._prediction(p, c.box) for p, c in zip(probs, crops)]
+        candidates = [(i, c) for i, crop in enumerate(crops) for c in (crop, *crop.alternatives)]
+        probs = self.predict_pixels(np.stack([c.pixels for _, c in candidates]))
+        best: dict[int, Prediction] = {}
+        for (i, c), p in zip(candidates, probs):
+            pred = self._prediction(p, c.box)
+            if i not in best or pred.confidence > best[i].confidence:
+                best[i] = pred
+        return [best[i] for i in range(len(crops))]
 
     def _prediction(self, probs: np.ndarray, box=None) -> Prediction:
         i = int(np.argmax(probs))
@@ -111,6 +119,11 @@ class DigitClassifier:
 
     def preprocess(self, image: ImageLike) -> DigitCrop:
         """Read (if a path) and turn into the model's input."""
+        if isinstance(image, (str, os.PathLike)):
+            try:
+                return preprocess_digit(read_image(image), self.info.input_size)
+            except NoDigitFound as e:  # read errors already name the file
+                raise NoDigitFound(f"{image}: {e}") from None
         return preprocess_digit(_load(image), self.info.input_size)
 
     def classify(self, images: Iterable[ImageLike]) -> list[Prediction]:

@@ -6,20 +6,26 @@ centring it by its centre of mass in a 28x28 frame. A phone photo is far
 from that: uneven light, shadows, paper texture, coloured ink, chalk on a
 board, noise, blur and other marks. The steps here undo that:
 
-1. ``to_working``: shrink (or enlarge) to a fixed working size so costs and
-   kernel sizes do not depend on the camera.
-2. ``estimate_background``: a large median filter per channel gives the
-   paper/board colour under the local light. Median, not blur or closing,
-   because it ignores thin strokes of *either* polarity and keeps the step
-   edges of paper borders and shadows.
-3. ``decide_polarity``: ink is the minority deviation from the background;
-   whichever sign carries more strong deviation is the ink.
-4. ``ink_map``: relative contrast to the background per channel (dividing
-   by the background cancels the illumination), strongest channel kept so
-   blue or red ink counts as much as black.
-5. ``ink_mask``: hysteresis threshold between noise-based and Otsu levels.
-6. ``find_components`` / ``select_digit``: drop specks, paper edges and
-   shadow bands, keep the strongest mark and the fragments around it.
+1. ``to_working``: shrink (or enlarge, at most 2x) to a fixed working size
+   so costs and kernel sizes do not depend on the camera.
+2. ``decide_polarity``: dark ink on paper or chalk on a board. Ink is the
+   minority deviation from a wide median (which ignores strokes of either
+   polarity); deviations are compared as log ratios, so a shadow (a
+   bounded factor) weighs less than ink.
+3. ``median_background`` then ``morph_background``: the paper/board colour
+   under the local light. A wide median first finds the strokes however
+   thick; their width then sizes a closing (opening for light ink) a few
+   strokes wide, which removes the strokes but keeps shadows and the
+   table beyond the paper's edge as background.
+4. ``ink_map``: relative contrast to the background in luminance
+   (dividing by the background cancels the illumination); luminance
+   because JPEG blurs colour into blocks, and blue, red or black ink are
+   all clearly darker than paper in it.
+5. ``ink_mask``: per-mark threshold at a fraction of the mark's own peak
+   contrast, above a noise floor measured on the image.
+6. ``find_components`` / ``select_digit``: drop specks, paper edges,
+   shadow bands and texture, keep the strongest mark and the fragments
+   around it written with the same pen.
 7. ``render_mnist``: crop the grey-level ink (not a binary mask), bring the
    stroke width into MNIST's range, fit in the 20x20 box, centre by mass.
 
@@ -33,7 +39,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .errors import NoDigitFound, RuntimeInputError
+from .errors import NoDigitFound
 from .imageio import to_uint8
 
 WORK_SIDE = 512  # long side of the working image, pixels
@@ -90,6 +96,7 @@ class InkAnalysis:
     scale: float  # working pixels per input pixel
     input_shape: tuple[int, int]  # (H, W) of the input image
     polarity: str  # "dark-ink" or "light-ink"
+    doubt: str | None = None  # the other polarity, when the choice was uncertain
 
     def to_input_box(self, c: Component) -> tuple[int, int, int, int]:
         """(x, y, w, h) of a component in input-image pixels."""
@@ -107,6 +114,10 @@ class DigitCrop:
 
     pixels: np.ndarray
     box: tuple[int, int, int, int]  # x, y, w, h in the input image
+    # The same image read with the other ink polarity, when it was unclear
+    # which is right (e.g. a bold digit filling the frame); the classifier
+    # keeps whichever reading it is surer of.
+    alternatives: tuple["DigitCrop", ...] = ()
 
 
 # ---------------------------------------------------------------- pipeline
@@ -125,6 +136,21 @@ def preprocess_digit(image: np.ndarray, size: int = 28) -> DigitCrop:
         h, w = image.shape[:2]
         return DigitCrop(passthrough, (0, 0, w, h))
     analysis = analyse_ink(image)
+    try:
+        crop = _digit_crop(analysis, size)
+    except NoDigitFound:
+        if analysis.doubt is None:
+            raise
+        return _digit_crop(analyse_ink(image, analysis.doubt), size)
+    if analysis.doubt is not None:
+        try:
+            crop.alternatives = (_digit_crop(analyse_ink(image, analysis.doubt), size),)
+        except NoDigitFound:
+            pass
+    return crop
+
+
+def _digit_crop(analysis: InkAnalysis, size: int) -> DigitCrop:
     digit = select_digit(analysis)
     return DigitCrop(render_mnist(analysis, digit, size), analysis.to_input_box(digit))
 
@@ -141,11 +167,20 @@ def mnist_passthrough(image: np.ndarray, size: int) -> np.ndarray | None:
     return image.astype(np.float32) / 255.0
 
 
-def analyse_ink(image: np.ndarray) -> InkAnalysis:
-    """Steps 1-6 up to the candidate marks, shared by digits and numbers."""
+def analyse_ink(image: np.ndarray, polarity: str | None = None) -> InkAnalysis:
+    """Steps 1-6 up to the candidate marks, shared by digits and numbers.
+    ``polarity``: "dark-ink" or "light-ink" to skip deciding it; the
+    analysis's ``doubt`` is the other polarity when the decision was
+    uncertain."""
     work, scale = to_working(image)
+    # Luminance only: JPEG keeps it at full resolution and quality while
+    # colour is subsampled into blocks, and blue, red or black ink are all
+    # well darker than paper in it.
+    work = _luma(work)
     short = min(work.shape[:2])
-    polarity = decide_polarity(_luma(work))
+    doubt = None
+    if polarity is None:
+        polarity, doubt = decide_polarity(work)
     # Pass 1: a wide median finds the strokes, even thick ones, and is not
     # fooled by shadows (a closing this wide would fill them in as "ink")...
     k1 = _odd(WIDE_KERNEL_FRAC * short)
@@ -160,7 +195,7 @@ def analyse_ink(image: np.ndarray) -> InkAnalysis:
         ink, sigma = ink_map(work, morph_background(work, polarity, k2), polarity)
         mask = ink_mask(ink, sigma)
     labels, components = find_components(mask, ink)
-    return InkAnalysis(ink, labels, components, _mask_floor(sigma), scale, image.shape[:2], polarity)
+    return InkAnalysis(ink, labels, components, _mask_floor(sigma), scale, image.shape[:2], polarity, doubt)
 
 
 def to_working(image: np.ndarray) -> tuple[np.ndarray, float]:
@@ -178,24 +213,33 @@ def to_working(image: np.ndarray) -> tuple[np.ndarray, float]:
     return work.astype(np.float32) / 255.0, scale
 
 
-def decide_polarity(grey: np.ndarray) -> str:
+def decide_polarity(grey: np.ndarray) -> tuple[str, str | None]:
     """Dark ink on light paper, or light chalk/ink on a dark board.
 
-    The paper is the majority: a wide median filter ignores strokes of
-    either polarity (and, unlike a closing or opening, does not turn the
-    paper inside a loop into a "light mark"). Ink is what deviates from it
-    strongly. Deviations are taken as log ratios: light falls on ink and
-    paper alike, so a shadow or a bright patch is a bounded factor, while
-    ink is a large one (dark ink reflects a fraction of what paper does,
-    chalk several times what a board does). Count the deviations above
-    half of the strongest, on each side. When that is inconclusive, a
-    light background means dark ink.
+    Returns the polarity and, when in doubt, the other one to try as well.
+
+    The paper is the majority: ink is what deviates from it strongly.
+    Deviations are taken as log ratios: light falls on ink and paper
+    alike, so a shadow or a bright patch is a bounded factor, while ink is
+    a large one (dark ink reflects a fraction of what paper does, chalk
+    several times what a board does). Count the deviations above half of
+    the strongest, on each side, against two references: a wide median
+    (follows uneven light, ignores strokes of either polarity, but is
+    fooled by a very bold digit filling the frame) and the whole image's
+    median (the reverse). When they disagree, both are worth a try.
     """
     h, w = grey.shape
     small = cv2.resize(grey, (max(4, w // BG_SCALE), max(4, h // BG_SCALE)), interpolation=cv2.INTER_AREA)
     small8 = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)
     bg = cv2.medianBlur(small8, _odd(POLARITY_KERNEL_FRAC * min(small.shape))).astype(np.float32) / 255
-    d = np.log(small + 0.02) - np.log(bg + 0.02)
+    log_small = np.log(small + 0.02)
+    local = _ink_side(log_small - np.log(bg + 0.02), float(np.median(bg)))
+    whole = _ink_side(log_small - np.log(float(np.median(small)) + 0.02), float(np.median(small)))
+    return local, (whole if whole != local else None)
+
+
+def _ink_side(d: np.ndarray, background: float) -> str:
+    """Which side of the reference the strong deviations ``d`` lie on."""
     top = max(float(np.percentile(-d, 99.9)), float(np.percentile(d, 99.9)))
     t = max(3 * _robust_sigma(d - cv2.GaussianBlur(d, (0, 0), 2)), 0.5 * top, 0.05)
     dark_mass = float(np.clip(-d - t, 0, None).sum())
@@ -204,7 +248,7 @@ def decide_polarity(grey: np.ndarray) -> str:
         return "dark-ink"
     if light_mass > 1.5 * dark_mass:
         return "light-ink"
-    return "dark-ink" if float(np.median(bg)) >= 0.4 else "light-ink"
+    return "dark-ink" if background >= 0.4 else "light-ink"
 
 
 def median_background(work: np.ndarray, k: float) -> np.ndarray:
@@ -254,10 +298,10 @@ def _soften(bg: np.ndarray, sigma: float, polarity: str) -> np.ndarray:
 def ink_map(work: np.ndarray, bg: np.ndarray, polarity: str) -> tuple[np.ndarray, float]:
     """Ink strength (>= 0) and its noise level.
 
-    Per channel, (pixel - background) / background, signed so ink is
-    positive: dividing cancels the illumination (ink and paper are lit
-    alike), so a shadowed stroke scores like a lit one. The strongest
-    channel wins: blue ballpoint is dark in red and green only.
+    (pixel - background) / background, signed so ink is positive:
+    dividing cancels the illumination (ink and paper are lit alike), so a
+    shadowed stroke scores like a lit one. Accepts grey or colour (the
+    strongest channel wins).
     """
     rel = np.subtract(bg, work) if polarity == "dark-ink" else np.subtract(work, bg)
     rel /= np.maximum(bg, np.float32(RELATIVE_FLOOR))
@@ -299,23 +343,26 @@ def ink_mask(ink: np.ndarray, sigma: float) -> np.ndarray:
 
 def stroke_width(mask: np.ndarray, ink: np.ndarray) -> float:
     """Typical stroke width (pixels) of the writing: 2 * area / perimeter
-    (exact for long strokes) of the biggest high-contrast marks, after
-    closing pinholes (grainy chalk). Faint marks and marks on the frame's
-    edge (shadows, the table) would overstate it."""
+    (exact for long strokes) of the biggest marks, after closing pinholes
+    (grainy chalk). Measured on the high-contrast core of the ink, so that
+    a shadow merged with the digit does not count as a wide stroke; marks
+    on the frame's edge (the table, a shadow) are left out unless they are
+    all there is."""
     h, w = mask.shape
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    inked = ink[mask > 0]
+    if inked.size == 0:
+        return 0.0
+    strong = ((ink >= 0.5 * float(np.percentile(inked, 99.5))) & (mask > 0)).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
     if n <= 1:
         return 0.0
-    peak = _label_max(labels, ink, n)
     x, y, cw, ch, area = (stats[:, i] for i in range(5))
-    inner = (x > 0) & (y > 0) & (x + cw < w) & (y + ch < h)
-    ok = np.arange(n) > 0
-    if (ok & inner).any():
-        ok &= inner
-    ok &= peak >= 0.5 * peak[ok].max()
-    cand = np.nonzero(ok)[0]
-    cand = cand[np.argsort(area[cand])[::-1][:3]]
-    big = np.isin(labels, cand).astype(np.uint8)
+    ids = np.arange(1, n)
+    inner = ids[(x[ids] > 0) & (y[ids] > 0) & (x[ids] + cw[ids] < w) & (y[ids] + ch[ids] < h)]
+    if inner.size and area[inner].max() >= 0.1 * area[ids].max():
+        ids = inner
+    ids = ids[np.argsort(area[ids])[::-1][:3]]
+    big = np.isin(labels, ids).astype(np.uint8)
     big = cv2.morphologyEx(big, cv2.MORPH_CLOSE, _ellipse(3))
     contours, _ = cv2.findContours(big, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     perimeter = sum(cv2.arcLength(c, True) for c in contours)
@@ -402,6 +449,8 @@ def absorb_fragments(digit: Component, others: list[Component]) -> Component:
                 continue
             if c.peak < 0.5 * digit.peak:
                 continue  # written with the same pen: as dark as the rest
+            if c.touches_border and not digit.touches_border:
+                continue  # the table's edge or a shadow entering the frame
             dx = max(0, max(c.x, digit.x) - min(c.x1, digit.x1))
             dy = max(0, max(c.y, digit.y) - min(c.y1, digit.y1))
             if dx > gap or dy > gap:
@@ -551,8 +600,7 @@ def _label_max(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
 def _luma(img: np.ndarray) -> np.ndarray:
     if img.ndim == 2:
         return img
-    b, g, r = img[:, :, 0], img[:, :, 1], img[:, :, 2]
-    return 0.114 * b + 0.587 * g + 0.299 * r
+    return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)  # 0.299 R + 0.587 G + 0.114 B
 
 
 def _robust_sigma(values: np.ndarray) -> float:

@@ -254,6 +254,13 @@ def test_to_onnx_needs_real_data(models, tmp_path, capsys, monkeypatch):
     assert_nothing_written(tmp_path, out)
 
 
+def test_to_onnx_unsupported_opset(models, tmp_path, capsys, data_args):
+    out = tmp_path / "m.onnx"
+    code = to_onnx.main([str(models.checkpoint), "-o", str(out), "--opset", "9", *data_args])
+    assert_refused(code, capsys, models.checkpoint, "opset 9")
+    assert_nothing_written(tmp_path, out)
+
+
 def test_to_onnx_mismatch_writes_nothing(models, tmp_path, capsys, data_args):
     """A failed parity check (forced with an impossible tolerance) writes nothing and keeps the previous file."""
     out = tmp_path / "m.onnx"

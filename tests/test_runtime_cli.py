@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_runtime_preprocess import MODEL, MODEL_ARGS, REPO, encode, load_mnist_test, needs_model, paper_photo
+from test_runtime_preprocess import MODEL_ARGS, REPO, encode, load_mnist_test, needs_model, paper_photo
 
 pytestmark = needs_model
 

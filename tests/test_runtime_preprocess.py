@@ -289,12 +289,20 @@ def test_synthetic_photos_reach_the_floors(mnist, clf):
     samples = generate_set(images, labels, n_digits=200, n_numbers=60, seed=20240, max_side=800)
     digits = [s for s in samples if s.kind == "digit"]
     numbers = [s for s in samples if s.kind == "number"]
-    predictions = clf.predictions([clf.preprocess(s.image) for s in digits])
-    digit_acc = np.mean([p.label == s.label for p, s in zip(predictions, digits)])
-    readings = clf.read_numbers([s.image for s in numbers])
+    digit_right = []
+    for s in digits:
+        try:
+            digit_right.append(clf.classify_one(s.image).label == s.label)
+        except NoDigitFound:  # an answer withheld is a miss, not a crash
+            digit_right.append(False)
+    digit_acc = np.mean(digit_right)
     right = {True: [], False: []}
-    for r, s in zip(readings, numbers):
-        right[any(g < 0 for g in s.meta["gaps"])].append(r.number == s.label)
+    for s in numbers:
+        try:
+            reading = clf.read_number(s.image).number
+        except NoDigitFound:
+            reading = ""
+        right[any(g < 0 for g in s.meta["gaps"])].append(reading == s.label)
     separate, touching = np.mean(right[False]), np.mean(right[True])
     overall = np.mean(right[False] + right[True])
     assert digit_acc >= 0.95, f"single digits {digit_acc:.3f}"
