@@ -10,8 +10,8 @@ same raw [0, 1] pixels: the torch formats run the checkpoint's model behind its 
 
 What is timed is what a user's code runs: the model or session is built beforehand, the input
 already sits in memory, and the call returns numpy logits (`model(x).numpy()` for torch; for
-ONNX Runtime `run_with_iobinding` on input and output arrays bound once, see ort_runner). Each call is timed alone with perf_counter_ns after warm-up.
-The run is split into rounds; each round times every format at every thread count once, in
+ONNX Runtime `run_with_iobinding` on input and output arrays bound once, see ort_runner). Each
+call is timed alone with perf_counter_ns, after warm-up calls. The run is split into rounds; each round times every format at every thread count once, in
 an order rotated from round to round, so drift in the machine's speed hits every format alike.
 Latency percentiles pool the calls of all rounds; the spread shown is the range of the
 per-round medians. The machine's float32 peak (best large matrix product) is measured in the
@@ -80,10 +80,10 @@ MODES = {
 BATCH_SIZES = (64, 256, 1024)
 FLOOR_BATCH = 256
 ACCURACY_BATCH = 256  # eager PyTorch is 2-3x slower per image at 1000 than at 256 (activations leave the caches)
-PAUSE_BETWEEN_BLOCKS_S = 0.02
-BUSY_WARNING = 0.05  # share of the CPUs used by other processes above which the report warns  # lets the previous block's spinning pool threads (OpenMP, ORT) go idle
+PAUSE_BETWEEN_BLOCKS_S = 0.02  # lets the previous block's spinning pool threads (OpenMP, ORT) go idle
+BUSY_WARNING = 0.05  # share of the CPUs used by other processes above which the report warns
 
-# The floors of issue 5: (name, what, floor). Ratios are "how many times better".
+# The floors of issue 5. Speed-ups are "how many times faster"; the accuracy drop is in points.
 FLOOR_SPEEDUP_INT8_LATENCY = 6.0
 FLOOR_SPEEDUP_INT8_VS_FP32 = 1.5
 FLOOR_SPEEDUP_ORT_VS_EAGER = 2.0
@@ -94,22 +94,21 @@ FLOOR_MAX_ACCURACY_DROP_POINTS = 0.15
 # under the floors that a run misses, next to the per-node profile this run measured.
 FINDINGS = {
     "int8_latency": (
-        "INT8 batch-1 latency: PyTorch eager is a fair reference here (batch 1 runs its convs through "
-        "_slow_conv2d_forward and max_pool2d_with_indices, ~0.7 ms), but INT8 is held back by its first conv: "
-        "1 input channel, ~3% of the MACs, yet one of the three largest INT8 costs (profile below). ORT's "
-        "QLinearConv makes it an im2col GEMM with K = 9, a shape its U8S8 AVX2 kernel handles poorly; the FP32 "
-        "graph runs the same conv as a blocked-layout (NCHWc) conv several times faster."),
+        "INT8 batch-1 latency: the reference, PyTorch eager, runs batch 1 through _slow_conv2d_forward (im2col) "
+        "and max_pool2d_with_indices (~0.7 ms), and without VNNI INT8 gains at most ~2x over FP32 per conv. "
+        "A quantized first conv (1 input channel) costs ~25 µs more than a float one: QLinearConv makes it an "
+        "im2col GEMM with K = 9, which the U8S8 kernel runs ~3x slower than FP32's NCHWc conv (see 'conv 1' "
+        "in the profile below; the shipped model keeps it float)."),
     "int8_vs_fp32": (
-        "INT8 vs FP32 throughput: without VNNI (no AVX512-VNNI/AVX-VNNI on this CPU) ORT's U8S8 kernels "
-        "multiply through vpmaddubsw + vpmaddwd, at best ~2x the float32 FMA rate; conv 2 and 3 get 1.6-1.9x "
-        "over FP32 (profile), conv 1 is slower in INT8 than in FP32 and pulls the whole model under 1.5x. "
-        "With 2 threads FP32 scales ~2.0x and INT8 ~1.8x. Leaving conv 1 in float (quantize_static "
-        "nodes_to_exclude) was tried and is slower still: ORT then moves the QuantizeLinear ahead of the float "
-        "MaxPool, which runs as a plain NCHW uint8 MaxPool (batch 1: ~178 µs against ~135 µs). Fixing conv 1 "
-        "is export work; the QDQ graph itself is fully fused (QLinearConv, NhwcMaxPool, QGemm: ops below)."),
+        "INT8 vs FP32 throughput: without VNNI (no AVX512-VNNI/AVX-VNNI) ORT's U8S8 kernels multiply through "
+        "vpmaddubsw + vpmaddwd, ~2x the float32 FMA rate at best; conv 2 and 3 reach ~1.8x over FP32 (profile "
+        "below). What INT8 adds costs the rest: the float-to-uint8 boundary after the float first conv "
+        "(ReorderOutput, QuantizeLinear, Transpose to NHWC: 'other ops', ~1.7 ms per 256 images) runs on one "
+        "thread, so with 2 threads it weighs twice as much (quiet machine: 1.58x at 1 thread, 1.48x at 2). "
+        "A quantized first conv is worse (~1.4x at 1 thread): its K = 9 GEMM is slow in INT8."),
     "ort_vs_eager": (
-        "ORT FP32 vs eager: compare the per-node profile below with PyTorch's (torch.profiler): eager spends "
-        "much of a large batch in max_pool2d_with_indices and unfused BatchNorm/ReLU passes over memory."),
+        "ORT FP32 vs eager: eager PyTorch spends much of a large batch in max_pool2d_with_indices and in "
+        "unfused BatchNorm/ReLU passes over memory (torch.profiler); ORT fuses them into NCHWc convs."),
     "accuracy": "Accuracy: a format below the floor has a numerics problem (quantization ranges, FP16 overflow).",
 }
 
@@ -484,29 +483,39 @@ def ratio(num: float | None, den: float | None) -> float | None:
     return num / den if num and den else None
 
 
+def lookup(results: dict, key: str, threads: str, batch: int) -> float | None:
+    """Batch-1 p50 in µs (batch 1) or images/s at `batch`, of one format at one thread count; None if absent."""
+    for f in results["formats"]:
+        if f["key"] == key and threads in f["timings"]:
+            timing = f["timings"][threads]
+            return timing["latency_us"]["p50"] if batch == 1 else timing["throughput"][str(batch)]["images_per_s"]
+    return None
+
+
+def check(id: str, name: str, value: float | None, floor: float, lower_is_better: bool = False) -> dict:
+    met = None if value is None else (value <= floor + 1e-9 if lower_is_better else value >= floor)
+    return {"id": id, "name": name, "value": value, "floor": floor, "lower_is_better": lower_is_better, "met": met}
+
+
 def floor_checks(results: dict) -> list[dict]:
-    """The four floors of issue 5, each with the figures it compares."""
-    rows = {(f["key"], t): f["timings"][t] for f in results["formats"] for t in f["timings"]}
-    one, thread_keys = "1", sorted({t for _, t in rows}, key=int)
-    p50 = lambda key, t: rows.get((key, t), {}).get("latency_us", {}).get("p50")  # noqa: E731
-    thr = lambda key, t: rows.get((key, t), {}).get("throughput", {}).get(str(FLOOR_BATCH), {}).get("images_per_s")  # noqa: E731
-    checks = [{"id": "int8_latency", "name": "ORT INT8 vs PyTorch eager, batch-1 latency p50, 1 thread",
-               "floor": FLOOR_SPEEDUP_INT8_LATENCY,
-               "value": ratio(p50("torch_eager", one), p50("ort_int8", one))}]
-    for t in thread_keys:
-        checks.append({"id": "int8_vs_fp32", "name": f"ORT INT8 vs ORT FP32, batch-{FLOOR_BATCH} throughput, {t} thread(s)",
-                       "floor": FLOOR_SPEEDUP_INT8_VS_FP32, "value": ratio(thr("ort_int8", t), thr("ort_fp32", t))})
-    for t in thread_keys:
-        checks.append({"id": "ort_vs_eager", "name": f"ORT FP32 vs PyTorch eager, batch-{FLOOR_BATCH} throughput, {t} thread(s)",
-                       "floor": FLOOR_SPEEDUP_ORT_VS_EAGER, "value": ratio(thr("ort_fp32", t), thr("torch_eager", t))})
-    acc = {f["key"]: f["accuracy"] for f in results["formats"]}
-    base = acc.get("torch_eager")
-    drop = max(100 * (base - a) for a in acc.values())
-    checks.append({"id": "accuracy", "name": "largest accuracy drop vs PyTorch FP32 (points)", "floor": FLOOR_MAX_ACCURACY_DROP_POINTS,
-                   "value": drop, "lower_is_better": True})
-    for c in checks:
-        v = c["value"]
-        c["met"] = None if v is None else (v <= c["floor"] + 1e-9 if c.get("lower_is_better") else v >= c["floor"])
+    """The four floors of issue 5 (the throughput ones at every thread count measured)."""
+    threads = sorted({t for f in results["formats"] for t in f["timings"]}, key=int)
+    eager_p50, int8_p50 = (lookup(results, k, "1", 1) for k in ("torch_eager", "ort_int8"))
+    checks = [check("int8_latency", "ORT INT8 vs PyTorch eager, batch-1 latency p50, 1 thread",
+                    ratio(eager_p50, int8_p50), FLOOR_SPEEDUP_INT8_LATENCY)]
+    b = FLOOR_BATCH
+    for t in threads:
+        checks.append(check("int8_vs_fp32", f"ORT INT8 vs ORT FP32, batch-{b} throughput, {t} thread(s)",
+                            ratio(lookup(results, "ort_int8", t, b), lookup(results, "ort_fp32", t, b)),
+                            FLOOR_SPEEDUP_INT8_VS_FP32))
+    for t in threads:
+        checks.append(check("ort_vs_eager", f"ORT FP32 vs PyTorch eager, batch-{b} throughput, {t} thread(s)",
+                            ratio(lookup(results, "ort_fp32", t, b), lookup(results, "torch_eager", t, b)),
+                            FLOOR_SPEEDUP_ORT_VS_EAGER))
+    accuracy = {f["key"]: f["accuracy"] for f in results["formats"]}
+    drop = max(100 * (accuracy["torch_eager"] - a) for a in accuracy.values())
+    checks.append(check("accuracy", "largest accuracy drop vs PyTorch FP32 (points)", drop,
+                        FLOOR_MAX_ACCURACY_DROP_POINTS, lower_is_better=True))
     return checks
 
 
@@ -557,38 +566,46 @@ def speed_table(results: dict) -> str:
 
 
 def floor_lines(checks: list[dict]) -> list[str]:
-    out = []
+    lines = []
     for c in checks:
         verdict = {True: "met", False: "NOT met", None: "n/a (format missing)"}[c["met"]]
-        sign = "≤" if c.get("lower_is_better") else "≥"
-        value = "n/a" if c["value"] is None else (f"{c['value']:.2f}" + ("" if c.get("lower_is_better") else "x"))
-        out.append(f"- {c['name']}: {value} (floor {sign} {c['floor']:g}{'' if c.get('lower_is_better') else 'x'}): {verdict}")
-    return out
+        unit, sign = ("", "≤") if c["lower_is_better"] else ("x", "≥")
+        value = "n/a" if c["value"] is None else f"{c['value']:.2f}{unit}"
+        lines.append(f"- {c['name']}: {value} (floor {sign} {c['floor']:g}{unit}): {verdict}")
+    missed = dict.fromkeys(c["id"] for c in checks if c["met"] is False)
+    return lines + [f"- why (investigated on AMD EPYC Zen 3, AVX2, no VNNI): {FINDINGS[i]}" for i in missed]
+
+
+def header_lines(results: dict) -> list[str]:
+    m, ckpt = results["machine"], results["checkpoint"]
+    trials = "; ".join(f"{label}: " + (r["error"] if "error" in r else ", ".join(
+        f"{k} {v:g}" for k, v in r.items() if k != "chosen")) for label, r in results["compiled"]["candidates"].items())
+    return [
+        f"## Inference latency and throughput ({results['mode']} mode)",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({' '.join(m['cpu_flags'])}); "
+        + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
+        f"Load: average {m['load_average_1_5_15min']} before, {results['load_average_after']} after; other processes "
+        f"used {share(results['other_processes_cpu_share'])} of the CPUs while timing",
+        f"Model: {ckpt['path']} ({results['arch']}, sha256 {ckpt['sha256'][:12]}); ONNX: "
+        + ", ".join(f"{p} {o['path']} (sha256 {o['sha256'][:12]})" for p, o in results["onnx"].items()),
+        f"Compiled PyTorch path: {results['compiled']['chosen']} (tried: {trials})",
+    ]
 
 
 def report(results: dict) -> str:
-    m = results["machine"]
     peaks = ", ".join(f"{t} thread(s) {p['gflops']:.1f} GFLOP/s" for t, p in results["peak"].items())
-    parts = [
-        f"## Inference latency and throughput ({results['mode']} mode)",
-        f"Machine: {m['cpu']}, {m['cores']} cores ({' '.join(m['cpu_flags'])}); "
-        + ", ".join(f"{k} {v}" for k, v in m["versions"].items())
-        + f"; load average before {m['load_average_1_5_15min']}, after {results['load_average_after']}; "
-        f"other processes used {share(results['other_processes_cpu_share'])} of the CPUs while timing",
-        f"Model: {results['checkpoint']['path']} ({results['arch']}, sha256 {results['checkpoint']['sha256'][:12]}); "
-        f"compiled PyTorch path: {results['compiled']['chosen']}",
-        "", model_table(results), "", speed_table(results), "",
-        f"Measured float32 peak (best square matmul, n in {machine.PEAK_SIZES}, torch): {peaks}. "
-        "% of peak = MACs/image × images/s ÷ (FLOP/s ÷ 2). INT8 rows are also against the float32 peak.",
-        f"{results['rounds']} rounds, formats in rotated order; latency percentiles pool all rounds; "
-        "± is half the range of the per-round throughputs.", "", "Floors:", *floor_lines(results["floors"]),
-    ]
-    missed = [c["id"] for c in results["floors"] if c["met"] is False]
-    parts += [f"- why (investigated on AMD EPYC Zen 3, AVX2, no VNNI): {FINDINGS[i]}" for i in dict.fromkeys(missed)]
-    if results["ort_profile_us"]:
-        parts += ["", profile_table(results)]
     ops = "; ".join(f"{p.upper()}: " + ", ".join(f"{op} x{n}" for op, n in counts.items())
                     for p, counts in results["ort_ops_after_optimisation"].items())
+    parts = [
+        *header_lines(results), "", model_table(results), "", speed_table(results), "",
+        f"Measured float32 peak (best square matmul, n in {machine.PEAK_SIZES}, torch): {peaks}. "
+        "% of peak = MACs/image × images/s ÷ (FLOP/s ÷ 2); INT8 rows too are against this float32 peak.",
+        f"{results['rounds']} rounds, formats in rotated order; latency percentiles pool all rounds; "
+        "± is half the range of the per-round throughputs.",
+        "", "Floors:", *floor_lines(results["floors"]),
+    ]
+    if results["ort_profile_us"]:
+        parts += ["", profile_table(results)]
     parts += ["", f"ORT graphs as run (ORT_ENABLE_ALL): {ops}"]
     if results["notes"]:
         parts += ["", "Notes:", *(f"- {n}" for n in results["notes"])]

@@ -4,7 +4,7 @@ ORT runs a quantized convolution fast only through MLAS's symmetric INT8
 kernel, which needs the input channels to be a multiple of 4 (and at least
 16 outputs, a multiple of 8). The first convolution sees one channel (the
 image): quantized, it falls back to im2col with K = 9 and a separate
-requantization pass, and measured 1.6x SLOWER than its float kernel, the
+requantization pass, and measured ~1.6x SLOWER than its float kernel, the
 biggest single cost of the whole INT8 model. It also holds ~1 % of the
 weights and ~3 % of the multiply-adds, so it stays float; everything after
 it is INT8.
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import onnx
 
-# MLAS's symmetric INT8 convolution on x86 needs input channels % 4 == 0 (convsym.cpp, KernelInputChannelAlignment).
+# MLAS's symmetric INT8 convolution on x86 needs input channels % 4 == 0 (convsym.cpp,
+# KernelInputChannelAlignment).
 INT8_CONV_CHANNEL_ALIGNMENT = 4
 
 
@@ -30,7 +31,9 @@ def keep_narrow_convs_float(model: onnx.ModelProto) -> list[str]:
     name_unnamed_nodes(graph)
     weights = {i.name: i for i in graph.initializer}
     keep_float = []
-    for conv in [n for n in graph.node if n.op_type == "Conv"]:
+    # By name: pool_before_relu rebuilds the node list, so node objects do not outlive one step.
+    for name in [n.name for n in graph.node if n.op_type == "Conv"]:
+        conv = next(n for n in graph.node if n.name == name)
         weight = weights.get(conv.input[1])
         if weight is None or weight.dims[1] % INT8_CONV_CHANNEL_ALIGNMENT == 0:
             continue

@@ -124,7 +124,13 @@ def _open_writer(output: Path, frame: np.ndarray, cap: cv2.VideoCapture):
 
 
 def _check_display() -> None:
-    """opencv-python-headless has no windows: say so instead of crashing."""
+    """opencv-python-headless has no windows, and a GUI build without a
+    screen aborts the whole process inside Qt/GTK: say so instead."""
+    import sys
+
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise RuntimeInputError("no display available (no DISPLAY or WAYLAND_DISPLAY): "
+                                "use --no-display, with --output to save the annotated video")
     try:
         cv2.namedWindow(WINDOW, cv2.WINDOW_NORMAL)
     except cv2.error:
