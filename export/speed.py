@@ -105,8 +105,8 @@ def markdown(result: dict) -> str:
     lat = result["batch1_threads1_p50_us"]
     thr_key = next(k for k in result if k.endswith("_images_per_s"))
     thr = result[thr_key]
-    lines = [f"| engine | batch 1, 1 thread: p50 | vs PyTorch | {thr_key.split('_')[0]}, "
-             f"{thr_key.split('_')[1].replace('threads', '')} threads | vs ONNX FP32 |",
+    batch, threads = (int("".join(c for c in part if c.isdigit())) for part in thr_key.split("_")[:2])
+    lines = [f"| engine | batch 1, 1 thread: p50 | vs PyTorch | batch {batch}, {threads} threads | vs ONNX FP32 |",
              "| --- | ---: | ---: | ---: | ---: |"]
     for name in lat:
         vs_fp32 = f"{thr[name] / thr['fp32']:.2f}x" if "fp32" in thr else "-"

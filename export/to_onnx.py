@@ -23,7 +23,7 @@ from train.idx import DataError
 
 from .data import DATA_ENV, load_pixels, resolve_data_dir
 from .errors import ExportError
-from .onnx_model import (DEFAULT_OPSET, check_file, export_graph, first_line, metadata, open_session, run_session,
+from .onnx_model import (DEFAULT_OPSET, check_file, export_graph, metadata, open_session, run_session,
                          set_metadata, wrap)
 from .parity import Parity, compare, torch_logits
 from .verify import check_fp32_parity, check_interface, check_metadata, session_metadata
@@ -43,20 +43,6 @@ class ExportResult:
     checkpoint_accuracy: float
 
 
-def load_checkpoint(path: Path) -> dict:
-    """train.checkpoint.load, with every failure of torch's unpickler reported as a CheckpointError.
-
-    On arbitrary bytes the weights-only unpickler raises more types than load_file maps
-    (KeyError, IndexError, struct.error, ...): a text file must give a one-line error too.
-    """
-    try:
-        return load(path)
-    except CheckpointError:
-        raise
-    except Exception as e:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {first_line(e)})") from None
-
-
 def checkpoint_test_accuracy(ckpt: dict, path: str | os.PathLike) -> float:
     value = ckpt.get("metrics", {}).get("test_accuracy")
     if not isinstance(value, (int, float)):
@@ -67,7 +53,7 @@ def checkpoint_test_accuracy(ckpt: dict, path: str | os.PathLike) -> float:
 def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                       opset: int = DEFAULT_OPSET, tolerance: float = FP32_TOLERANCE) -> ExportResult:
     checkpoint, out = Path(checkpoint), Path(out)
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load(checkpoint)
     module = wrap(ckpt, load_model(ckpt, checkpoint))
     accuracy = checkpoint_test_accuracy(ckpt, checkpoint)
     pixels, labels = load_pixels(resolve_data_dir(data_dir), "test")  # before the slow part: fail fast
