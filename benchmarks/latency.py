@@ -42,14 +42,13 @@ import torch
 from torch import nn
 
 from train.checkpoint import CheckpointError, load, load_model, sha256
-from train.idx import DataError, load_split
+from train.idx import DATA_ENV, DataError, load_split
 
 from . import machine
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "runtime" / "models"
 SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx", "fp16": "digits-fp16.onnx"}
-DATA_ENV = "EDGE_DIGITS_DATA"
 DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "MNIST" / "raw"
 DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
 STARTED = time.perf_counter()

@@ -9,10 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from train.idx import DataError, load_split
-
-# The same variable train/ reads (train.data.DATA_ENV); not imported from there because that module needs torch.
-DATA_ENV = "EDGE_DIGITS_DATA"
+from train.idx import DATA_ENV, DataError, load_split
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .idx import DataError, find_file, load_split, SPLITS
+from .idx import DATA_ENV, DataError, SPLITS, find_file, load_split
 
 DATASETS = {
     # name: (torchvision class used only for downloading, class labels)
@@ -21,7 +21,6 @@ DATASETS = {
     "fashion-mnist": ("FashionMNIST", ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                                        "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
 }
-DATA_ENV = "EDGE_DIGITS_DATA"
 
 
 @dataclass

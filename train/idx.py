@@ -19,6 +19,7 @@ SPLITS = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 NUM_CLASSES = 10
+DATA_ENV = "EDGE_DIGITS_DATA"  # where every stage looks for the IDX files when no flag says
 
 
 class DataError(Exception):
