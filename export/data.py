@@ -5,19 +5,10 @@ Torch-free on purpose (train.idx is numpy only), so the quantizer runs without t
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
-from train.idx import DATA_ENV, DataError, load_split
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """The flag, else $EDGE_DIGITS_DATA. No silent default: every check must run on real images."""
-    chosen = data_dir or os.environ.get(DATA_ENV)
-    if not chosen:
-        raise DataError(f"no data directory: pass --data-dir or set {DATA_ENV} to the directory of the MNIST IDX files")
-    return Path(chosen)
+from train.idx import load_split
 
 
 def to_pixels(images: np.ndarray) -> np.ndarray:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import shlex
 import subprocess
@@ -27,9 +26,9 @@ import torch
 
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.config import DEFAULT_RECIPE, RECIPES
-from train.idx import DataError
+from train.idx import DATA_ENV, DataError, data_dir_from
 
-from .data import DATA_ENV, load_pixels
+from .data import load_pixels
 from .errors import ExportError
 from .files import copy_file, write_text
 from .onnx_model import wrap
@@ -66,12 +65,6 @@ class Run:
     command: str
     train_command: str | None = None
     train_seconds: float | None = None
-
-
-def pipeline_data_dir(data_dir: str | None) -> Path:
-    # Same order as python -m train, so the export stages read the files training used
-    # (train downloads into data/MNIST/raw when allowed and nothing else is given).
-    return Path(data_dir or os.environ.get(DATA_ENV) or Path("data") / "MNIST" / "raw")
 
 
 def train_stage(run: Run, epochs: int | None) -> Path:
@@ -229,7 +222,7 @@ def ship(report: dict) -> list[Path]:
 
 def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     out_dir = Path(args.out or f"runs/{args.recipe}")
-    run = Run(out_dir, args.recipe, args.seed, pipeline_data_dir(args.data_dir), command)
+    run = Run(out_dir, args.recipe, args.seed, data_dir_from(args.data_dir, Path("data") / "MNIST" / "raw"), command)
     checkpoint = Path(args.checkpoint) if args.checkpoint else train_stage(run, args.epochs)
 
     print(f"== export: {checkpoint} -> {out_dir / 'digits-fp32.onnx'}", flush=True)

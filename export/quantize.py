@@ -27,10 +27,10 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from train.files import atomic_output
-from train.idx import DataError, load_split
+from train.idx import DATA_ENV, DataError, data_dir_from, load_split
 
 from .compact import compact
-from .data import DATA_ENV, load_pixels, resolve_data_dir, to_pixels
+from .data import load_pixels, to_pixels
 from .errors import ExportError
 from .onnx_model import (INPUT_NAME, check_file, first_line, format_accuracy, load_onnx, open_session, read_metadata,
                          run_session, set_metadata)
@@ -183,7 +183,7 @@ def make_variants(fp32_path: str | os.PathLike, out: str | os.PathLike, data_dir
     """INT8 at `out`, and FP16 at `fp16_out` when given. Inputs are all checked before any work."""
     fp32_path, out = Path(fp32_path), Path(out)
     fp32, props = load_fp32(fp32_path)
-    data_dir = resolve_data_dir(data_dir)
+    data_dir = data_dir_from(data_dir)
     calibration = calibration_pixels(data_dir, calibration_size)
     pixels, labels = load_pixels(data_dir, "test")
     reference = run_session(open_session(fp32_path), pixels)

@@ -19,9 +19,9 @@ import onnx
 
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.files import atomic_output
-from train.idx import DataError
+from train.idx import DATA_ENV, DataError, data_dir_from
 
-from .data import DATA_ENV, load_pixels, resolve_data_dir
+from .data import load_pixels
 from .errors import ExportError
 from .onnx_model import (DEFAULT_OPSET, check_file, export_graph, metadata, open_session, run_session,
                          set_metadata, wrap)
@@ -56,7 +56,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, dat
     ckpt = load(checkpoint)
     module = wrap(ckpt, load_model(ckpt, checkpoint))
     accuracy = checkpoint_test_accuracy(ckpt, checkpoint)
-    pixels, labels = load_pixels(resolve_data_dir(data_dir), "test")  # before the slow part: fail fast
+    pixels, labels = load_pixels(data_dir_from(data_dir), "test")  # before the slow part: fail fast
 
     start = time.perf_counter()
     try:

@@ -3,7 +3,7 @@ import pytest
 
 from conftest import write_dataset, write_idx
 from train.data import load_splits, resolve_data_dir
-from train.idx import DataError, load_split, read_idx
+from train.idx import DATA_ENV, DataError, data_dir_from, load_split, read_idx
 
 
 def test_reads_plain_and_gzipped_alike(tmp_path):
@@ -70,6 +70,16 @@ def test_missing_data_without_download_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.delenv("EDGE_DIGITS_DATA", raising=False)
     with pytest.raises(DataError, match="no mnist IDX files"):
         resolve_data_dir(str(tmp_path), "mnist", download=False)
+
+
+def test_data_dir_order_is_flag_then_environment_then_default(monkeypatch):
+    monkeypatch.setenv(DATA_ENV, "from-env")
+    assert str(data_dir_from("from-flag", "default")) == "from-flag"
+    assert str(data_dir_from(None, "default")) == "from-env"
+    monkeypatch.delenv(DATA_ENV)
+    assert str(data_dir_from(None, "default")) == "default"
+    with pytest.raises(DataError, match=DATA_ENV):
+        data_dir_from(None)
 
 
 def test_validation_split_is_fixed_by_seed_and_disjoint(tmp_path):

@@ -6,14 +6,13 @@ tensor, converted and normalised on the device that trains.
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from .idx import DATA_ENV, DataError, SPLITS, find_file, load_split
+from .idx import DATA_ENV, DataError, SPLITS, data_dir_from, find_file, load_split
 
 DATASETS = {
     # name: (torchvision class used only for downloading, class labels)
@@ -53,9 +52,8 @@ def resolve_data_dir(data_dir: str | None, dataset: str, download: bool) -> Path
 
     torchvision's download is the fallback when the files are absent, and only if allowed.
     """
-    chosen = data_dir or os.environ.get(DATA_ENV)
     tv_name = DATASETS[dataset][0]
-    path = Path(chosen) if chosen else Path("data") / tv_name / "raw"
+    path = data_dir_from(data_dir, Path("data") / tv_name / "raw")
     if has_files(path):
         return path
     if not download:

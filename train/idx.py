@@ -26,6 +26,14 @@ class DataError(Exception):
     """A dataset file is missing, corrupt, truncated or inconsistent."""
 
 
+def data_dir_from(flag: str | os.PathLike | None, default: str | os.PathLike | None = None) -> Path:
+    """Where the IDX files are: the flag, else $EDGE_DIGITS_DATA, else ``default``; DataError if none is given."""
+    chosen = flag or os.environ.get(DATA_ENV) or default
+    if not chosen:
+        raise DataError(f"no data directory: pass --data-dir or set {DATA_ENV} to the directory of the IDX files")
+    return Path(chosen)
+
+
 def find_file(data_dir: str | os.PathLike, stem: str) -> Path:
     """Return the path of ``stem`` or ``stem.gz`` in ``data_dir``."""
     for name in (stem, stem + ".gz"):
