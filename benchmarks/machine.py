@@ -82,15 +82,17 @@ class OtherLoad:
 
     @staticmethod
     def own_seconds() -> float:
+        # Finished child processes count as our own work (train_speed runs each recipe as one).
         t = os.times()
-        return t.user + t.system
+        return t.user + t.system + t.children_user + t.children_system
 
     def stop(self) -> float | None:
         busy = busy_cpu_seconds()
         if busy is None or self.busy is None:
             return None
         others = (busy - self.busy) - (self.own_seconds() - self.own)
-        return max(0.0, others / ((time.perf_counter() - self.wall) * usable_cores()))
+        # /proc/stat counts every core, so the share is of the whole machine, whatever our affinity.
+        return max(0.0, others / ((time.perf_counter() - self.wall) * (os.cpu_count() or 1)))
 
 
 def describe() -> dict:

@@ -7,6 +7,10 @@ test accuracy is recorded every --eval-interval iterations (reporting only: it
 never steers training). "Time to X%" is the training time (optimisation steps,
 evaluation excluded, for every recipe alike) at the first evaluation at or
 above the threshold; its resolution is one evaluation interval.
+
+Run it on a quiet machine: the share of CPU time other processes took during
+each recipe is printed beside its figures (two CPU-bound processes on 2 cores
+slow small-batch training several-fold, the small model more than the big).
 """
 from __future__ import annotations
 
@@ -18,16 +22,20 @@ import tempfile
 import time
 from pathlib import Path
 
+from .machine import OtherLoad
+
 
 def run_recipe(recipe: str, out: Path, eval_interval: int, extra: list[str]) -> dict:
     cmd = [sys.executable, "-m", "train", "--recipe", recipe, "--log-test", "--eval-interval", str(eval_interval),
            "--out", str(out), *extra]
     print("$", " ".join(cmd), flush=True)
+    load = OtherLoad()
+    load.start()
     start = time.perf_counter()
     subprocess.run(cmd, check=True)
     wall = time.perf_counter() - start
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"recipe": recipe, "wall_seconds": wall, **metrics}
+    return {"recipe": recipe, "wall_seconds": wall, "other_load": load.stop(), **metrics}
 
 
 def summarise(run: dict, threshold: float) -> dict:
@@ -39,21 +47,22 @@ def summarise(run: dict, threshold: float) -> dict:
         "time_to_threshold": reached["train_seconds"] if reached else None,
         "epochs_to_threshold": reached["epoch"] if reached else None,
         "final_test_accuracy": s["test_accuracy"], "val_accuracy": s["val_accuracy"],
-        "train_seconds": s["train_seconds"], "wall_seconds": run["wall_seconds"],
+        "train_seconds": s["train_seconds"], "wall_seconds": run["wall_seconds"], "other_load": run["other_load"],
     }
 
 
 def table(rows: list[dict], threshold: float) -> str:
     base = rows[0]["time_to_threshold"]
     lines = [f"| recipe | arch | params | epochs | s/epoch | time to {100 * threshold:.1f}% test | speed-up vs {rows[0]['recipe']} "
-             "| final test acc. (best val. weights) | train s | process wall s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| final test acc. (best val. weights) | train s | process wall s | CPU used by other processes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         t = r["time_to_threshold"]
         reached = f"{t:.1f} s (epoch {r['epochs_to_threshold']:.2f})" if t is not None else "not reached"
         ratio = f"{base / t:.1f}x" if t and base else "-"
+        others = "-" if r["other_load"] is None else f"{100 * r['other_load']:.0f}%"
         lines.append(f"| {r['recipe']} | {r['arch']} | {r['parameters']:,} | {r['epochs']:.2f} | {r['seconds_per_epoch']:.1f} "
-                     f"| {reached} | {ratio} | {100 * r['final_test_accuracy']:.2f}% | {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} |")
+                     f"| {reached} | {ratio} | {100 * r['final_test_accuracy']:.2f}% | {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | {others} |")
     return "\n".join(lines)
 
 

@@ -148,3 +148,18 @@ def test_bad_checkpoint_files_are_named(tmp_path):
         checkpoint.load(other)
     with pytest.raises(checkpoint.CheckpointError, match="no such file"):
         checkpoint.load(tmp_path / "absent.pt")
+
+
+def test_training_benchmark_compares_recipes_in_one_run(tmp_path, mnist_dir):
+    # Machinery only (tiny subset, threshold 0 so that the first evaluation counts): real figures need the full run.
+    from benchmarks.train_speed import main as bench_main
+    out = tmp_path / "bench.json"
+    assert bench_main(["--recipes", "reference", "fast", "--threshold", "0", "--eval-interval", "5",
+                       "--json-out", str(out), "--out", str(tmp_path / "runs"),
+                       "--data-dir", str(mnist_dir), "--train-subset", "400", "--val-size", "200",
+                       "--epochs", "1", "--no-download"]) == 0
+    rows = json.loads(out.read_text())
+    assert [r["recipe"] for r in rows] == ["reference", "fast"]
+    for r in rows:
+        assert r["time_to_threshold"] is not None and r["time_to_threshold"] <= r["train_seconds"]
+        assert 0 <= r["other_load"] <= 1
