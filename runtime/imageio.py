@@ -186,6 +186,26 @@ def _cv2_reason(e: cv2.error) -> str:
     return text[-1] if text else "cv2 error"
 
 
+def _jpeg_segments(data: bytes):
+    """Yield (marker, position, length) of each JPEG marker segment up to and including the first scan (SOS)."""
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            return
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+        yield marker, pos, length
+        if marker == 0xDA:
+            return
+        pos += 2 + length
+
+
 def _jpeg_complete(data: bytes) -> bool:
     """True when the JPEG's image data ends with an EOI marker.
 
@@ -194,22 +214,9 @@ def _jpeg_complete(data: bytes) -> bool:
     data never contains FFD9 (0xFF bytes are stuffed), and trailing vendor
     data after the EOI is allowed.
     """
-    pos = 2
-    n = len(data)
-    while pos + 4 <= n:
-        if data[pos] != 0xFF:
-            return False
-        marker = data[pos + 1]
-        if marker == 0xFF:  # fill byte
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    for marker, pos, length in _jpeg_segments(data):
         if marker == 0xDA:  # start of scan
             return data.find(b"\xff\xd9", pos + 2 + length) >= 0
-        pos += 2 + length
     return False
 
 
@@ -244,24 +251,9 @@ def sniff_dimensions(data: bytes) -> tuple[int, int] | None:
 
 
 def _jpeg_dimensions(data: bytes) -> tuple[int, int] | None:
-    pos = 2
-    n = len(data)
-    while pos + 9 <= n:
-        if data[pos] != 0xFF:
-            return None
-        marker = data[pos + 1]
-        if marker == 0xFF:
-            pos += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            pos += 2
-            continue
-        length = struct.unpack(">H", data[pos + 2 : pos + 4])[0]
+    for marker, pos, _length in _jpeg_segments(data):
         # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the size.
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
             h, w = struct.unpack(">HH", data[pos + 5 : pos + 9])
             return w, h
-        if marker == 0xDA:
-            return None
-        pos += 2 + length
     return None
