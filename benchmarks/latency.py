@@ -24,7 +24,6 @@ import copy
 import hashlib
 import json
 import math
-import os
 import sys
 import tempfile
 import time
@@ -42,7 +41,7 @@ import torch
 from torch import nn
 
 from train.checkpoint import CheckpointError, load, load_model, sha256
-from train.idx import DATA_ENV, DataError, load_split
+from train.idx import DATA_ENV, DataError, data_dir_from, load_split
 
 from . import machine
 
@@ -757,7 +756,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 
 def load_test_set(data_dir: str | None, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    images, labels = load_split(data_dir or os.environ.get(DATA_ENV) or DEFAULT_DATA_DIR, "test")
+    images, labels = load_split(data_dir_from(data_dir, DEFAULT_DATA_DIR), "test")
     subset = 0 < limit < len(images)
     if subset:
         images, labels = images[:limit], labels[:limit]

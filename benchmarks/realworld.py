@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:
 from benchmarks.synth_photos import Sample, generate_set  # noqa: E402
 from runtime import DigitClassifier, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
 from runtime.segment import resolve, segment_number  # noqa: E402
-from train.idx import load_split  # noqa: E402
+from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
 
 FLOORS = {"single_digit_accuracy": 0.97, "number_exact_match": 0.85}
 
@@ -333,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped INT8 model)")
     p.add_argument("--checkpoint", default=None, help="torch checkpoint for the cold-start comparison")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
-    p.add_argument("--data", default=os.environ.get("EDGE_DIGITS_DATA", str(REPO.parent / "shared/data/MNIST/raw")))
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else ../shared/data/MNIST/raw)")
     p.add_argument("--json-out", default=None, help="write all figures to this JSON file")
     p.add_argument("--keep", default=None, help="keep the generated photo files in this directory")
     args = p.parse_args(argv)
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
 
     clf = DigitClassifier(args.model, threads=args.threads)
     threads = args.threads or __import__("runtime.model", fromlist=["default_threads"]).default_threads()
-    images, labels = load_split(args.data, "test")
+    images, labels = load_split(data_dir_from(args.data_dir, REPO.parent / "shared" / "data" / "MNIST" / "raw"), "test")
 
     t = time.perf_counter()
     samples = generate_set(images, labels, args.n, n_numbers, seed=args.seed)

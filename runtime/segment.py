@@ -7,10 +7,12 @@
 3. Keep the marks of the row: tall enough, near the line through the
    digits' centres (rows may be tilted), without big gaps between them.
 4. A mark may be several touching digits. Cut it into 2..4 pieces along
-   the cheapest top-to-bottom paths through its ink, and let the model
-   decide together with shape priors (how wide n digits are, how much ink
-   a cut crosses): every hypothesis of every mark goes through one
-   batched session call, and per mark the best joint score wins.
+   the cheapest top-to-bottom cuts through its ink (a cut may step
+   sideways between rows, following slanted gaps and overhanging
+   strokes), and let the model decide together with shape priors (how
+   wide n digits are, how much ink a cut crosses): every piece of every
+   hypothesis of every mark goes through one batched session call, and
+   per mark the best joint score wins.
 """
 from __future__ import annotations
 
@@ -25,30 +27,29 @@ from .imageio import to_uint8
 from .preprocess import Component, DigitCrop, InkAnalysis, analyse_ink, fit_and_centre, soft_ink, mnist_passthrough
 
 MAX_PIECES = 4  # per mark; more touching digits than that is a scribble
-MAX_SPLITS = 10  # cut hypotheses per mark sent to the model (best priors first)
+MAX_SPLITS = 8  # cut hypotheses per mark and number of pieces sent to the model (cheapest cuts first)
 WIDE = 1.1  # piece wider than this times the row height: unlikely one digit
+NARROW_ONE = 0.45  # piece narrower than this times the mark's height: may be a 1 (MNIST 1s: 0.44 median)
 SPLIT_RATIO = 1.25  # marks this many typical digit widths wide may be several digits
 SPLIT_ASPECT = 0.6  # or this much wider than tall (a touching 1 adds little width)
 FRAGMENT_HEIGHT = 0.5  # marks shorter than this share of the digit height may be pieces of one
 ASPECT_WEIGHT = 0.6  # weight of the mark's own shape against the row's widths (count_prior)
-EXTRA_DIGIT_COST = 0.25  # log-prior cost of each extra digit in a mark (touching is rare)
 # Weight of the model's log-confidences against the shape priors. High
 # because the shipped model is trained with label smoothing: its confidence
-# tops out near 0.92, which compresses log-confidences. The weights here
-# were tuned on generated rows of other seeds than the benchmark's and the
-# tests' (benchmarks/synth_photos.py): 16 beat 8 on both seeds 1 and 2.
+# tops out near 0.92, which compresses log-confidences; for the same reason
+# a piece read with at least CONFIDENT costs nothing (else every extra
+# piece would pay for the model's ceiling). The weights here were tuned on
+# generated rows of other seeds than the benchmark's and the tests'
+# (benchmarks/synth_photos.py, seeds 1 to 4).
 MODEL_WEIGHT = 16.0
-# A 1 cut off a touching neighbour adds little width, so the count prior
-# (which expects n digits to be about n digit widths wide) undercounts such
-# marks; a split piece the model reads as 1 and that is as narrow as a 1
-# earns this back. Narrow: box under NARROW_ONE of its height (MNIST 1s are
-# 0.44 wide, median; other digits 0.7 and more).
-NARROW_ONE = 0.3
-ONE_BONUS = 3.0
+CONFIDENT = 0.9
 CUT_WEIGHT = 2.0  # log-prior per stroke width of ink a cut crosses beyond the first
 MAX_GAP = 1.2  # widest gap between digits of one number, in digit heights
 MAX_CROSSING = 2.5  # cuts crossing more stroke widths of ink are not considered
 MIN_PIECE_HEIGHT = 0.55  # of the mark's height: shorter pieces are parts of a digit
+REACH = 0.16  # a cut stays within this share of the row height of where it starts
+STEP = 0.06  # cuts start this share of the row height apart (and at projection minima)
+JUMP_COST = 0.01  # per column a cut moves sideways through the paper between rows
 
 
 @dataclass
@@ -58,11 +59,13 @@ class Hypothesis:
     ratio: float  # width of the mark / typical digit width of the row
     crossed: float = 0.0  # stroke widths of ink cut through, beyond one per cut
     too_wide: float = 0.0  # how much pieces exceed a digit's plausible width
+    with_one: bool = False  # a piece is narrow enough to be a 1
 
     @property
     def prior(self) -> float:
         """Log prior of reading the mark as these pieces (see count_prior)."""
-        return count_prior(len(self.crops), self.aspect, self.ratio) - CUT_WEIGHT * self.crossed - 3.0 * self.too_wide
+        return (count_prior(len(self.crops), self.aspect, self.ratio, self.with_one) - CUT_WEIGHT * self.crossed
+                - 3.0 * self.too_wide)
 
 
 @dataclass
@@ -84,30 +87,21 @@ def resolve(classifier, layouts: list[list[Slot]]) -> list:
     plus prior."""
     from .classifier import NumberReading
 
-    crops = [c for slots in layouts for s in slots for h in s.hypotheses for c in h.crops]
-    preds = iter(classifier.predictions(crops))
+    # Hypotheses of one mark share pieces: classify each crop once.
+    unique = {id(c): c for slots in layouts for s in slots for h in s.hypotheses for c in h.crops}
+    preds = dict(zip(unique, classifier.predictions(list(unique.values()))))
     readings = []
     for slots in layouts:
         digits = []
         for slot in slots:
             scored = []
             for h in slot.hypotheses:
-                ps = [next(preds) for _ in h.crops]
-                score = MODEL_WEIGHT * sum(np.log(max(p.confidence, 1e-6)) for p in ps) + h.prior
-                if len(ps) > 1:
-                    score += ONE_BONUS * sum(_narrow_one(p) for p in ps)
+                ps = [preds[id(c)] for c in h.crops]
+                score = MODEL_WEIGHT * sum(min(np.log(max(p.confidence, 1e-6) / CONFIDENT), 0.0) for p in ps) + h.prior
                 scored.append((score, ps))
             digits.extend(max(scored, key=lambda t: t[0])[1])
         readings.append(NumberReading(digits))
     return readings
-
-
-def _narrow_one(p) -> bool:
-    """Whether a piece reads as a 1 and is shaped like one (see ONE_BONUS)."""
-    if p.label != "1" or p.box is None:
-        return False
-    _, _, w, h = p.box
-    return w < NARROW_ONE * max(1, h)
 
 
 def segment_number(image: np.ndarray, size: int = 28) -> list[Slot]:
@@ -138,11 +132,16 @@ def row_marks(analysis: InkAnalysis) -> list[Component]:
     comps = [c for c in analysis.components if max(c.w, c.h) >= 0.02 * min(h, w)]
     if not comps:
         return []
-    heavy = max(c.mass for c in comps)
-    ref_h = max(c.h for c in comps if c.mass >= 0.2 * heavy)
+    # The digits set the scale, not the edge of the paper or a shadow that
+    # the frame cuts (unless nothing else is there: a tight crop).
+    inner = [c for c in comps if not c.touches_border] or comps
+    heavy = max(c.mass for c in inner)
+    ref_h = max(c.h for c in inner if c.mass >= 0.2 * heavy)
     # Dots and dashes: too small to be part of a digit, or flat lines
-    # (an underline, the rim of a shadow).
-    comps = [c for c in comps if max(c.w, c.h) >= 0.15 * ref_h and not (c.w > 3 * c.h and c.h < 0.3 * ref_h)]
+    # (an underline, the rim of a shadow); and what is far taller than the
+    # digits (the paper's edge).
+    comps = [c for c in comps if max(c.w, c.h) >= 0.15 * ref_h and not (c.w > 3 * c.h and c.h < 0.3 * ref_h)
+             and c.h <= 1.6 * ref_h]
     marks = merge_fragments(sorted(comps, key=lambda c: -c.h), ref_h)
     marks = [m for m in marks if m.h >= 0.35 * ref_h and m.mass >= 0.05 * heavy]
     marks = on_row_line(marks, ref_h)
@@ -220,12 +219,13 @@ def hypotheses(analysis: InkAnalysis, mark: Component, row_h: float, digit_w: fl
                size: int) -> list[Hypothesis]:
     """Ways to read one mark: as one digit, or cut into 2..MAX_PIECES.
 
-    Cuts start at minima of the column projection and follow the
-    cheapest path through the ink from top to bottom (touching digits
-    lean, and one's stroke often overhangs the other). The model alone
-    cannot decide (it is often sure that two touching digits are one odd
-    digit), so a prior favours as many pieces as the mark is wide in
-    typical digit widths, and every stroke a cut crosses costs."""
+    The model alone cannot decide (it is often sure that two touching
+    digits are one odd digit), so a prior favours as many pieces as the
+    mark is wide in typical digit widths, and every stroke a cut crosses
+    costs. Per number of pieces only the MAX_SPLITS best-placed cut sets
+    are read (the count prior is the same for all of them, so this ranks
+    the cuts): how many digits the mark holds is for the model and the
+    priors to decide together."""
     single = _crop(analysis, mark, None, size)
     height = max(row_h, float(mark.h))
     ratio = mark.w / digit_w
@@ -236,76 +236,171 @@ def hypotheses(analysis: InkAnalysis, mark: Component, row_h: float, digit_w: fl
     sel = np.isin(analysis.labels[mark.y:mark.y1, mark.x:mark.x1], mark.labels)
     ink = np.where(sel, np.minimum(analysis.ink[mark.y:mark.y1, mark.x:mark.x1] / max(mark.peak, 1e-6), 1.0), 0.0)
     stroke = max(1.0, 2.0 * float(sel.sum()) / max(1.0, _perimeter(sel)))
-    profile = _smooth(ink.sum(axis=0), max(1, mark.h // 25))
-    paths = {}
+    paths = _cuts(ink, stroke, height)
+    pieces = _Pieces(analysis, mark, sel, paths, size)
+    for n_cuts in range(1, MAX_PIECES):
+        candidates = _split_candidates(paths, n_cuts, mark.w, height, stroke, aspect, ratio)
+        for hyp in _first_readable(candidates, pieces, MAX_SPLITS):
+            # Now that the pieces are known: is one of them as narrow as a 1?
+            hyp.with_one = any(c.box[2] < NARROW_ONE * single.box[3] for c in hyp.crops)
+            out.append(hyp)
+    return out
+
+
+def _first_readable(candidates: list, pieces: "_Pieces", limit: int) -> list[Hypothesis]:
+    """The first ``limit`` candidates whose pieces all make digit crops."""
+    out = []
+    for hyp, cuts in candidates:
+        bounds = [None, *cuts, None]
+        crops = [pieces.crop(left, right) for left, right in zip(bounds[:-1], bounds[1:])]
+        if all(c is not None for c in crops):
+            hyp.crops = crops
+            out.append(hyp)
+            if len(out) == limit:
+                break
+    return out
+
+
+def _cuts(ink: np.ndarray, stroke: float, height: float) -> dict[int, tuple[np.ndarray, float]]:
+    """Candidate cuts through a mark, keyed by their median column: (column
+    per row, ink crossed)."""
+    h, w = ink.shape
+    profile = _smooth(ink.sum(axis=0), max(1, h // 25))
     margin = max(2, int(0.12 * height))
     # Start cuts at the projection's minima and on a grid across the mark (a
     # junction of slanted strokes need not be a minimum of the vertical
-    # projection), each path free to bend only a little: a free path would
-    # rather slip through the thin top and bottom of an 0 than through
-    # the junction beside it.
-    step = max(2, int(0.06 * height))
-    starts = _minima(profile, margin, margin) + list(range(margin, mark.w - margin, step))
-    for c in starts:
-        xs, cost = _cut_path(ink, c, max(2, int(0.12 * height)))
+    # projection), each kept near its start: a free cut would rather slip
+    # through the thin top and bottom of an 0 than through the junction
+    # beside it.
+    step = max(2, int(STEP * height))
+    starts = _minima(profile, margin, margin) + list(range(margin, w - margin, step))
+    paths: dict[int, tuple[np.ndarray, float]] = {}
+    for xs, cost in zip(*_cut_paths(ink, starts, max(2, int(REACH * height)))):
         if cost / stroke > MAX_CROSSING:
             continue  # cuts through a digit, whatever it is next to
         key = int(np.median(xs))
         if key not in paths or cost < paths[key][1]:
             paths[key] = (xs, cost)
-    candidates = []
-    for n_cuts in range(1, MAX_PIECES):
-        for cuts in combinations(sorted(paths), n_cuts):
-            bounds = [0, *cuts, mark.w]
-            widths = np.diff(bounds) / height
-            if widths.min() < 0.12 or widths.max() > 1.2:
-                continue
-            # Touching digits share about one stroke's width of ink; a cut
-            # through more is cutting a digit.
-            crossed = sum(max(0.0, paths[c][1] / stroke - 1.0) for c in cuts)
-            too_wide = float(np.clip(widths - WIDE, 0, None).sum())
-            h = Hypothesis([None] * (n_cuts + 1), aspect, ratio, crossed, too_wide)
-            candidates.append((h.prior, cuts, h))
-    cols = np.arange(mark.w)[None, :]
-    candidates.sort(key=lambda t: -t[0])
-    for _, cuts, hyp in candidates[:MAX_SPLITS]:
-        edges = [np.full(mark.h, -1)] + [paths[c][0] for c in cuts] + [np.full(mark.h, mark.w)]
-        pieces = [sel & (cols > left[:, None]) & (cols <= right[:, None]) for left, right in zip(edges[:-1], edges[1:])]
-        # Every digit is about as tall as its neighbours: a piece that is
-        # only a bar or a tail is part of a digit, not one.
-        if any(_rows(p) < MIN_PIECE_HEIGHT * mark.h for p in pieces):
+    return paths
+
+
+def _split_candidates(paths: dict, n_cuts: int, width: int, height: float, stroke: float, aspect: float,
+                      ratio: float) -> list[tuple[Hypothesis, tuple[int, ...]]]:
+    """Every way to cut the mark with ``n_cuts`` of the cuts into pieces of
+    plausible widths, best prior first (crops still to be made)."""
+    out = []
+    for cuts in combinations(sorted(paths), n_cuts):
+        widths = np.diff([0, *cuts, width]) / height
+        if widths.min() < 0.12 or widths.max() > 1.2:
             continue
-        crops = [_crop(analysis, mark, p, size) for p in pieces]
-        if all(c is not None for c in crops):
-            hyp.crops = crops
-            out.append(hyp)
+        # Touching digits share about one stroke's width of ink; a cut
+        # through more is cutting a digit.
+        crossed = sum(max(0.0, paths[c][1] / stroke - 1.0) for c in cuts)
+        too_wide = float(np.clip(widths - WIDE, 0, None).sum())
+        with_one = bool(widths.min() < NARROW_ONE)  # a first guess, for ranking
+        out.append((Hypothesis([None] * (n_cuts + 1), aspect, ratio, crossed, too_wide, with_one), cuts))
+    out.sort(key=lambda t: -t[0].prior)
     return out
 
 
-def _cut_path(ink: np.ndarray, start: int, reach: int) -> tuple[np.ndarray, float]:
-    """Cheapest top-to-bottom path through ``ink`` within ``reach`` columns of
-    ``start``, moving at most one column per row (dynamic programming).
-    Returns the path's column per row and the ink it crosses."""
+class _Pieces:
+    """The crops between two cuts of a mark, each made once: split
+    hypotheses share most of their pieces (and the classifier sees each
+    once, see resolve)."""
+
+    def __init__(self, analysis: InkAnalysis, mark: Component, sel: np.ndarray, paths: dict, size: int):
+        self.analysis, self.mark, self.sel, self.paths, self.size = analysis, mark, sel, paths, size
+        self.cache: dict = {}
+
+    def crop(self, left: int | None, right: int | None) -> DigitCrop | None:
+        """The piece between the cuts keyed ``left`` and ``right`` (None: the
+        mark's edge); None when it is no digit."""
+        if (left, right) not in self.cache:
+            self.cache[left, right] = self._make(left, right)
+        return self.cache[left, right]
+
+    def _make(self, left: int | None, right: int | None) -> DigitCrop | None:
+        h, w = self.sel.shape
+        lo = np.full(h, -1) if left is None else self.paths[left][0]
+        hi = np.full(h, w) if right is None else self.paths[right][0]
+        cols = np.arange(w)[None, :]
+        piece = self.sel & (cols > lo[:, None]) & (cols <= hi[:, None])
+        # Every digit is about as tall as its neighbours: a piece that is
+        # only a bar or a tail is part of a digit, not one.
+        if _rows(piece) < MIN_PIECE_HEIGHT * h:
+            return None
+        return _crop(self.analysis, self.mark, piece, self.size)
+
+
+def _cut_paths(ink: np.ndarray, starts: list[int], reach: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cheapest top-to-bottom cut through ``ink`` within ``reach`` columns of
+    each start (dynamic programming, all starts at once).
+
+    A cut is one column per row: left of it is one piece, right of it the
+    other. It may jump sideways between rows, and then separates the
+    pixels passed over from those above them: free through the paper,
+    costly along a stroke. So a cut can follow a slanted gap or slip under
+    an overhanging bar (the flag of a 5 over the next digit), and what it
+    costs is the ink it cuts through either way. Returns each cut's column
+    per row [starts, h] and the ink it cuts."""
     h, w = ink.shape
-    lo, hi = max(0, start - reach), min(w, start + reach + 1)
-    cost = ink[:, lo:hi] + 0.01  # a small cost per pixel keeps the path short
-    n = hi - lo
+    if not starts:
+        return np.zeros((0, h), np.int64), np.zeros(0)
+    n = 2 * reach + 1
+    wall = 1e6  # columns beyond the mark
+    padded = np.pad(ink, ((0, 0), (reach, reach)), constant_values=wall)
+    cols = np.asarray(starts)[:, None] + np.arange(n)[None, :]
+    cost = padded[:, cols] + 0.01  # [h, starts, n]; a small cost per pixel keeps the cut short
+    # Ink cut by a sideways jump between rows y-1 and y: what is inked in
+    # both rows, summed over the columns jumped (prefix sums), plus a
+    # small cost per column.
+    joined = np.minimum(cost[1:], cost[:-1]) - 0.01 + JUMP_COST
+    prefix = np.cumsum(joined, axis=2)
+    path = _cheapest_paths(cost, prefix)
+    rows = np.arange(len(starts))
+    xs = np.asarray(starts)[:, None] - reach + path
+    # The ink under the cut plus the ink its jumps cut, without the small
+    # costs per pixel and per column.
+    crossed = cost[np.arange(h)[None, :], rows[:, None], path].sum(axis=1) - 0.01 * h
+    p_at = np.take_along_axis(prefix.transpose(1, 0, 2), path[:, 1:, None], 2)[..., 0]
+    p_from = np.take_along_axis(prefix.transpose(1, 0, 2), path[:, :-1, None], 2)[..., 0]
+    crossed += (np.abs(p_at - p_from) - JUMP_COST * np.abs(path[:, 1:] - path[:, :-1])).sum(axis=1)
+    return xs, crossed
+
+
+def _cheapest_paths(cost: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+    """Per window, the column per row of the cheapest top-to-bottom path
+    through ``cost`` [h, windows, n] where jumping from column a to b
+    between rows y-1 and y costs |prefix[y-1, b] - prefix[y-1, a]|. The
+    best predecessor of every column comes from running minima from the
+    left and from the right: linear in the width per row."""
+    h, windows, n = cost.shape
     acc = cost[0].copy()
-    back = np.zeros((h, n), np.int8)
-    inf = np.float64(1e9)
+    back = np.zeros((h, windows, n), np.int64)
     for y in range(1, h):
-        left = np.concatenate(([inf], acc[:-1])) + 0.005  # diagonal steps cost a little more
-        right = np.concatenate((acc[1:], [inf])) + 0.005
-        stack = np.stack([left, acc, right])
-        step = np.argmin(stack, axis=0)
-        acc = stack[step, np.arange(n)] + cost[y]
-        back[y] = step - 1
-    xs = np.empty(h, np.int64)
-    xs[-1] = int(np.argmin(acc))
+        p = prefix[y - 1]
+        from_left, arg_left = _running_min(acc - p)
+        from_right, arg_right = _running_min((acc + p)[:, ::-1])
+        from_left = from_left + p
+        from_right = from_right[:, ::-1] - p
+        arg_right = n - 1 - arg_right[:, ::-1]
+        left_wins = from_left <= from_right
+        acc = np.where(left_wins, from_left, from_right) + cost[y]
+        back[y] = np.where(left_wins, arg_left, arg_right)
+    rows = np.arange(windows)
+    path = np.empty((windows, h), np.int64)
+    path[:, -1] = np.argmin(acc, axis=1)
     for y in range(h - 1, 0, -1):
-        xs[y - 1] = xs[y] + back[y, xs[y]]
-    crossed = float(ink[np.arange(h), lo + xs].sum())
-    return lo + xs, crossed
+        path[:, y - 1] = back[y, rows, path[:, y]]
+    return path
+
+
+def _running_min(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running minimum along the last axis and where it was reached."""
+    low = np.minimum.accumulate(values, axis=1)
+    k = np.arange(values.shape[1])
+    arg = np.maximum.accumulate(np.where(values <= low, k, 0), axis=1)
+    return low, arg
 
 
 def _rows(mask: np.ndarray) -> int:
@@ -324,27 +419,31 @@ def _smooth(values: np.ndarray, radius: int) -> np.ndarray:
     return np.convolve(values, np.ones(k) / k, mode="same")
 
 
-def count_prior(n: int, aspect: float, ratio: float) -> float:
+def count_prior(n: int, aspect: float, ratio: float, with_one: bool = False) -> float:
     """Log prior that a mark holds n digits, from its shape.
 
     ``aspect`` (width / height of the mark): one handwritten digit is
     0.76 as wide as tall (median of MNIST test digits rotated up to 15
-    degrees, log-spread 0.26); n touching digits about n times that, but
-    a 1 adds little width, so a group containing one is narrower (a
-    mixture: one digit in ten is a 1). ``ratio`` (width / this row's
-    typical digit width): n digits are about 0.95 n typical widths,
-    spread 0.4 sqrt(n). The two are blended; touching digits are rarer
-    than separate ones, hence a cost per extra digit."""
+    degrees, log-spread 0.26); n touching digits about n times that. But
+    a 1 adds little width, so a group containing one is narrower: when
+    one of the pieces is narrow enough to be a 1 (``with_one``), n digits
+    are n - 1 digits and a stroke wide, else they are n full digits (one
+    digit in ten is a 1). ``ratio`` (width / this row's typical digit
+    width): n digits are about 0.95 n typical widths (a 1 about 0.3),
+    spread 0.4 sqrt(n). The two are blended (touching digits are rarer
+    than separate ones, but a cost per extra digit did not pay: the
+    spreads, which widen with n, already hold splitting back)."""
     x = float(np.log(max(aspect, 1e-3)))
     if n == 1:
         by_aspect = _log_normal(x, np.log(0.76), 0.26)
+    elif with_one:
+        by_aspect = np.log(1 - 0.9 ** n) + _log_normal(x, np.log(0.76 * (n - 1) + 0.2), 0.3)
     else:
-        with_one = 1 - 0.9 ** n  # chance that one of the n is a 1
-        by_aspect = np.logaddexp(np.log(1 - with_one) + _log_normal(x, np.log(0.76 * n), 0.26 / np.sqrt(n / 2)),
-                                 np.log(with_one) + _log_normal(x, np.log(0.76 * (n - 1) + 0.2), 0.3))
+        by_aspect = n * np.log(0.9) + _log_normal(x, np.log(0.76 * n), 0.26 / np.sqrt(n / 2))
     sd_r = 0.4 * np.sqrt(n)
-    by_ratio = -0.5 * ((ratio - 0.95 * n) / sd_r) ** 2 - float(np.log(sd_r))
-    return -EXTRA_DIGIT_COST * (n - 1) + ASPECT_WEIGHT * float(by_aspect) + (1 - ASPECT_WEIGHT) * by_ratio
+    expected = 0.95 * (n - 1) + 0.3 if with_one else 0.95 * n
+    by_ratio = -0.5 * ((ratio - expected) / sd_r) ** 2 - float(np.log(sd_r))
+    return ASPECT_WEIGHT * float(by_aspect) + (1 - ASPECT_WEIGHT) * by_ratio
 
 
 def _log_normal(x: float, mu: float, sd: float) -> float:

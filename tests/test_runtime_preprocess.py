@@ -278,11 +278,14 @@ def test_synthetic_photos_reach_the_floors(mnist, clf):
     """A modest seeded set from the benchmark's generator (MNIST test digits
     only), with floors a little below the benchmark's.
 
-    Numbers are held to the floor when their digits do not touch; rows
-    with touching digits are read less reliably (the model is confident
-    about wrongly cut pieces and about merged pairs alike), so for them
-    the test only guards against regressions. See benchmarks/realworld.py
-    for the full figures."""
+    Numbers are guarded by kind: rows without touching digits, rows with
+    touching digits (read less reliably: the model is confident about
+    wrongly cut pieces and about merged pairs alike) and all rows. This
+    set is small (34 and 26 rows), so each guard sits three or four rows
+    below what the shipped model and runtime reach here (separate 0.85,
+    touching 0.54, all 0.72); the touching guard fails the earlier,
+    straighter cuts (0.38 with the previous model).
+    See benchmarks/realworld.py for the full figures."""
     from benchmarks.synth_photos import generate_set
 
     images, labels = mnist
@@ -306,5 +309,6 @@ def test_synthetic_photos_reach_the_floors(mnist, clf):
     separate, touching = np.mean(right[False]), np.mean(right[True])
     overall = np.mean(right[False] + right[True])
     assert digit_acc >= 0.95, f"single digits {digit_acc:.3f}"
-    assert separate >= 0.80, f"numbers without touching digits {separate:.3f} (n={len(right[False])})"
-    assert overall >= 0.60, f"all numbers {overall:.3f} (touching: {touching:.3f}, n={len(right[True])})"
+    assert separate >= 0.75, f"numbers without touching digits {separate:.3f} (n={len(right[False])})"
+    assert touching >= 0.42, f"numbers with touching digits {touching:.3f} (n={len(right[True])})"
+    assert overall >= 0.65, f"all numbers {overall:.3f} (n={len(right[False]) + len(right[True])})"

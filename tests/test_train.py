@@ -161,5 +161,5 @@ def test_training_benchmark_compares_recipes_in_one_run(tmp_path, mnist_dir):
     rows = json.loads(out.read_text())
     assert [r["recipe"] for r in rows] == ["reference", "fast"]
     for r in rows:
-        assert r["time_to_threshold"] is not None and r["time_to_threshold"] <= r["train_seconds"]
+        assert r["time_to_threshold"] is not None and r["time_to_threshold"] <= r["train_seconds"] + 0.01  # both rounded
         assert 0 <= r["other_load"] <= 1
