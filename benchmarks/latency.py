@@ -11,11 +11,11 @@ same raw [0, 1] pixels: the torch formats run the checkpoint's model behind its 
 What is timed is what a user's code runs: the model or session is built beforehand, the input
 already sits in memory, and the call returns numpy logits (`model(x).numpy()` for torch; for
 ONNX Runtime `run_with_iobinding` on input and output arrays bound once, see ort_runner). Each
-call is timed alone with perf_counter_ns, after warm-up calls. The run is split into rounds; each round times every format at every thread count once, in
-an order rotated from round to round, so drift in the machine's speed hits every format alike.
-Latency percentiles pool the calls of all rounds; the spread shown is the range of the
-per-round medians. The machine's float32 peak (best large matrix product) is measured in the
-same rounds, on the same thread counts.
+call is timed alone with perf_counter_ns, after warm-up calls. The run is split into rounds; each
+round times every format at every thread count once, in an order rotated from round to round,
+so drift in the machine's speed hits every format alike. Latency percentiles pool the calls of
+all rounds; the spread shown is the range of the per-round medians. The machine's float32 peak
+(best large matrix product) is measured in the same rounds, on the same thread counts.
 """
 from __future__ import annotations
 
@@ -43,12 +43,11 @@ from torch import nn
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.idx import DATA_ENV, DataError, data_dir_from, load_split
 
-from . import machine
+from . import SHARED_DATA_DIR, machine
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "runtime" / "models"
 SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx", "fp16": "digits-fp16.onnx"}
-DEFAULT_DATA_DIR = REPO.parent / "shared" / "data" / "MNIST" / "raw"
 DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
 STARTED = time.perf_counter()
 
@@ -735,7 +734,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fp32", help=f"FP32 ONNX model (default: runtime/models/{SHIPPED['fp32']})")
     p.add_argument("--int8", help=f"INT8 ONNX model (default: runtime/models/{SHIPPED['int8']})")
     p.add_argument("--fp16", help=f"FP16 ONNX model, timed on CUDA only (default: runtime/models/{SHIPPED['fp16']})")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {DEFAULT_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
     p.add_argument("--threads", type=int, nargs="+", help="thread counts to time (default: 1 and all usable cores)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", const="quick", dest="mode", help="under a minute: fewer calls")
@@ -756,7 +755,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 
 def load_test_set(data_dir: str | None, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    images, labels = load_split(data_dir_from(data_dir, DEFAULT_DATA_DIR), "test")
+    images, labels = load_split(data_dir_from(data_dir, SHARED_DATA_DIR), "test")
     subset = 0 < limit < len(images)
     if subset:
         images, labels = images[:limit], labels[:limit]

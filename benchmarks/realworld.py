@@ -42,8 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import SHARED_DATA_DIR  # noqa: E402
 from benchmarks.synth_photos import Sample, generate_set  # noqa: E402
 from runtime import DigitClassifier, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
+from runtime.model import default_threads  # noqa: E402
 from runtime.segment import resolve, segment_number  # noqa: E402
 from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
 
@@ -333,15 +335,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped INT8 model)")
     p.add_argument("--checkpoint", default=None, help="torch checkpoint for the cold-start comparison")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else ../shared/data/MNIST/raw)")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
     p.add_argument("--json-out", default=None, help="write all figures to this JSON file")
     p.add_argument("--keep", default=None, help="keep the generated photo files in this directory")
     args = p.parse_args(argv)
     n_numbers = args.numbers if args.numbers is not None else max(1, args.n // 3)
 
     clf = DigitClassifier(args.model, threads=args.threads)
-    threads = args.threads or __import__("runtime.model", fromlist=["default_threads"]).default_threads()
-    images, labels = load_split(data_dir_from(args.data_dir, REPO.parent / "shared" / "data" / "MNIST" / "raw"), "test")
+    threads = args.threads or default_threads()
+    images, labels = load_split(data_dir_from(args.data_dir, SHARED_DATA_DIR), "test")
 
     t = time.perf_counter()
     samples = generate_set(images, labels, args.n, n_numbers, seed=args.seed)

@@ -378,16 +378,17 @@ def main() -> None:  # write a few samples to look at
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from train.idx import load_split
+    from benchmarks import SHARED_DATA_DIR
+    from train.idx import DATA_ENV, data_dir_from, load_split
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="/tmp/synth")
     p.add_argument("--digits", type=int, default=20)
     p.add_argument("--numbers", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data", default=os.environ.get("EDGE_DIGITS_DATA", str(Path(__file__).resolve().parents[2] / "shared/data/MNIST/raw")))
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
     a = p.parse_args()
-    images, labels = load_split(a.data, "test")
+    images, labels = load_split(data_dir_from(a.data_dir, SHARED_DATA_DIR), "test")
     os.makedirs(a.out, exist_ok=True)
     for i, s in enumerate(generate_set(images, labels, a.digits, a.numbers, a.seed)):
         cv2.imwrite(os.path.join(a.out, f"{i:03d}_{s.kind}_{s.label}.jpg"), s.image, [cv2.IMWRITE_JPEG_QUALITY, 92])

@@ -363,10 +363,14 @@ def stroke_width(mask: np.ndarray, ink: np.ndarray) -> float:
         ids = inner
     ids = ids[np.argsort(area[ids])[::-1][:3]]
     big = np.isin(labels, ids).astype(np.uint8)
-    big = cv2.morphologyEx(big, cv2.MORPH_CLOSE, _ellipse(3))
-    contours, _ = cv2.findContours(big, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
+    return mean_stroke_width(cv2.morphologyEx(big, cv2.MORPH_CLOSE, _ellipse(3)))
+
+
+def mean_stroke_width(mask: np.ndarray) -> float:
+    """2 * area / perimeter of a mask: the width of its strokes (exact for long strokes); 0 when it has no outline."""
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
     perimeter = sum(cv2.arcLength(c, True) for c in contours)
-    return 2.0 * float(big.sum()) / perimeter if perimeter > 0 else 0.0
+    return 2.0 * float(np.count_nonzero(mask)) / perimeter if perimeter > 0 else 0.0
 
 
 def find_components(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, list[Component]]:
@@ -540,16 +544,15 @@ def normalise_stroke(canon: np.ndarray, box: int) -> np.ndarray:
     """Thicken hair-thin strokes (ballpoint in a big photo) or thin marker
     strokes so that, once the digit is shrunk into the box, the stroke is as
     wide as MNIST's (about 2.3 px in 20 px)."""
-    binary = (canon > 0.5).astype(np.uint8)
-    area = int(binary.sum())
+    binary = canon > 0.5
+    area = np.count_nonzero(binary)
     if area < 4:
         return canon
-    contours, _ = cv2.findContours(binary, cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    perimeter = sum(cv2.arcLength(c, True) for c in contours)
-    if perimeter <= 0:
+    width = mean_stroke_width(binary)
+    if width <= 0:
         return canon
     px_per_out = max(canon.shape) / box  # canonical pixels per output pixel
-    width_out = 2.0 * area / perimeter / px_per_out
+    width_out = width / px_per_out
     lo, hi, target = MNIST_STROKE
     if width_out < lo:
         r = round((target - width_out) * px_per_out / 2)

@@ -19,12 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
-import cv2
 import numpy as np
 
 from .errors import NoDigitFound
 from .imageio import to_uint8
-from .preprocess import Component, DigitCrop, InkAnalysis, analyse_ink, fit_and_centre, soft_ink, mnist_passthrough
+from .preprocess import (Component, DigitCrop, InkAnalysis, analyse_ink, fit_and_centre, mean_stroke_width,
+                         mnist_passthrough, soft_ink)
 
 MAX_PIECES = 4  # per mark; more touching digits than that is a scribble
 MAX_SPLITS = 8  # cut hypotheses per mark and number of pieces sent to the model (cheapest cuts first)
@@ -235,7 +235,7 @@ def hypotheses(analysis: InkAnalysis, mark: Component, row_h: float, digit_w: fl
         return out
     sel = np.isin(analysis.labels[mark.y:mark.y1, mark.x:mark.x1], mark.labels)
     ink = np.where(sel, np.minimum(analysis.ink[mark.y:mark.y1, mark.x:mark.x1] / max(mark.peak, 1e-6), 1.0), 0.0)
-    stroke = max(1.0, 2.0 * float(sel.sum()) / max(1.0, _perimeter(sel)))
+    stroke = max(1.0, mean_stroke_width(sel))
     paths = _cuts(ink, stroke, height)
     pieces = _Pieces(analysis, mark, sel, paths, size)
     for n_cuts in range(1, MAX_PIECES):
@@ -407,11 +407,6 @@ def _rows(mask: np.ndarray) -> int:
     """Height of the rows a mask covers (first to last)."""
     rows = np.nonzero(mask.any(axis=1))[0]
     return int(rows[-1] - rows[0] + 1) if rows.size else 0
-
-
-def _perimeter(mask: np.ndarray) -> float:
-    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_LIST, cv2.CHAIN_APPROX_NONE)
-    return float(sum(cv2.arcLength(c, True) for c in contours))
 
 
 def _smooth(values: np.ndarray, radius: int) -> np.ndarray:

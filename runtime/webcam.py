@@ -10,6 +10,7 @@ crash never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -126,8 +127,6 @@ def _open_writer(output: Path, frame: np.ndarray, cap: cv2.VideoCapture):
 def _check_display() -> None:
     """opencv-python-headless has no windows, and a GUI build without a
     screen aborts the whole process inside Qt/GTK: say so instead."""
-    import sys
-
     if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         raise RuntimeInputError("no display available (no DISPLAY or WAYLAND_DISPLAY): "
                                 "use --no-display, with --output to save the annotated video")
