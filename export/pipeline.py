@@ -206,7 +206,7 @@ some digit. Test accuracy is not accuracy on real photos.
 def training_settings(cfg: dict) -> str:
     # Recipes change over time; the checkpoint records what this run actually used.
     keys = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment", "label_smoothing",
-            "train_subset", "val_size")
+            "outliers", "outlier_weight", "cut_pieces", "train_subset", "val_size")
     return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg)
 
 
@@ -251,7 +251,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export.pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
-                   help=f"training recipe (default {DEFAULT_RECIPE}; ship with best)")
+                   help=f"training recipe (default {DEFAULT_RECIPE}; ship with photo)")
     p.add_argument("--out", help="run directory (default runs/RECIPE)")
     p.add_argument("--data-dir", help=f"MNIST IDX files (default ${DATA_ENV}, then data/MNIST/raw)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")

@@ -540,6 +540,13 @@ def fit_and_centre(soft: np.ndarray, size: int = 28) -> np.ndarray:
     return np.clip(out / peak, 0, 1)  # MNIST strokes reach full white
 
 
+def zoomed(pixels: np.ndarray, factor: float) -> np.ndarray:
+    """A model input scaled by ``factor`` about the frame's centre."""
+    size = pixels.shape[0]
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), 0, factor)
+    return cv2.warpAffine(pixels, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
 def normalise_stroke(canon: np.ndarray, box: int) -> np.ndarray:
     """Thicken hair-thin strokes (ballpoint in a big photo) or thin marker
     strokes so that, once the digit is shrunk into the box, the stroke is as

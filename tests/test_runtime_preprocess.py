@@ -99,6 +99,25 @@ def test_clean_mnist_digits_give_the_models_own_answer(mnist, clf):
     assert np.array_equal(via_runtime, direct)
 
 
+@needs_model
+def test_zoomed_views_are_averaged_in_one_batch(mnist, clf):
+    from runtime.preprocess import zoomed
+
+    images, _ = mnist
+    crops = [preprocess_digit(im) for im in images[:20]]
+    pixels = np.stack([c.pixels for c in crops])
+    plain = clf.predictions(crops)
+    assert [p.index for p in plain] == list(clf.predict_pixels(pixels).argmax(1))
+    views = [pixels] + [np.stack([zoomed(p, z) for p in pixels]) for z in (0.9, 1.1)]
+    expected = np.mean([clf.predict_pixels(v) for v in views], axis=0)
+    averaged = clf.predictions(crops, zooms=(0.9, 1.1))
+    assert np.allclose([p.probabilities for p in averaged], expected, atol=1e-6)
+    big = zoomed(pixels[0], 1.1)
+    ys, xs = np.nonzero(big > 0.05)
+    ys0, xs0 = np.nonzero(pixels[0] > 0.05)
+    assert np.ptp(ys) > np.ptp(ys0) and abs(ys.mean() - ys0.mean()) < 1.5  # larger, same centre
+
+
 def test_enlarged_mnist_photo_is_rebuilt_close_to_the_original(mnist):
     """Without the pass-through, the pipeline still reproduces MNIST's
     normalisation: a 4x enlarged, inverted, noisy copy comes back close."""
@@ -279,12 +298,11 @@ def test_synthetic_photos_reach_the_floors(mnist, clf):
     only), with floors a little below the benchmark's.
 
     Numbers are guarded by kind: rows without touching digits, rows with
-    touching digits (read less reliably: the model is confident about
-    wrongly cut pieces and about merged pairs alike) and all rows. This
-    set is small (34 and 26 rows), so each guard sits three or four rows
-    below what the shipped model and runtime reach here (separate 0.85,
-    touching 0.54, all 0.72); the touching guard fails the earlier,
-    straighter cuts (0.38 with the previous model).
+    touching digits (read less reliably: cuts between touching, slanted
+    digits are rarely clean) and all rows. This set is small (34 and 26
+    rows), so each guard sits three rows below what the shipped model and
+    runtime reach here (separate 0.91, touching 0.65, all 0.80); the
+    previous model, trained on clean digits only, reached 0.85 / 0.54 / 0.72.
     See benchmarks/realworld.py for the full figures."""
     from benchmarks.synth_photos import generate_set
 
@@ -309,6 +327,6 @@ def test_synthetic_photos_reach_the_floors(mnist, clf):
     separate, touching = np.mean(right[False]), np.mean(right[True])
     overall = np.mean(right[False] + right[True])
     assert digit_acc >= 0.95, f"single digits {digit_acc:.3f}"
-    assert separate >= 0.75, f"numbers without touching digits {separate:.3f} (n={len(right[False])})"
-    assert touching >= 0.42, f"numbers with touching digits {touching:.3f} (n={len(right[True])})"
-    assert overall >= 0.65, f"all numbers {overall:.3f} (n={len(right[False]) + len(right[True])})"
+    assert separate >= 0.82, f"numbers without touching digits {separate:.3f} (n={len(right[False])})"
+    assert touching >= 0.54, f"numbers with touching digits {touching:.3f} (n={len(right[True])})"
+    assert overall >= 0.75, f"all numbers {overall:.3f} (n={len(right[False]) + len(right[True])})"

@@ -27,6 +27,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
                    help="random per-image affine jitter")
     p.add_argument("--label-smoothing", type=float)
+    p.add_argument("--outliers", type=float,
+                   help="images that are not one digit (touching digits, parts of digits) per digit in a batch, "
+                        "trained toward a flat distribution")
+    p.add_argument("--outlier-weight", type=float, help="weight of the outlier loss")
+    p.add_argument("--cut-pieces", type=float,
+                   help="digits cut out of touching pairs (as the runtime cuts numbers) per digit in a batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")

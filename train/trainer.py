@@ -18,8 +18,10 @@ from .config import TrainConfig
 from .data import Splits, load_splits, random_affine, resolve_data_dir, to_input
 from .files import atomic_output
 from .models import build_model, count_parameters
+from .pieces import make_cut_pieces, make_outliers
 
 LOG_INTERVAL = 10  # iterations between recorded training-loss points
+POOL = 30_000  # outliers and cut pieces made once per run; augmentation varies them further
 
 
 class Interrupted(Exception):
@@ -126,8 +128,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
     print(f"{cfg.recipe} recipe: {cfg.arch} ({count_parameters(model):,} parameters) on {device}, "
           f"{n:,} train / {len(splits.val_x):,} val images, {cfg.epochs} epochs of {steps_per_epoch} steps")
+    pools = make_pools(cfg, splits, device)
     with stop_requests() as stop:
-        stopped_early = run_epochs(cfg, model, opt, sched, gen, splits, device, progress, stop, steps_per_epoch)
+        stopped_early = run_epochs(cfg, model, opt, sched, gen, splits, pools, device, progress, stop,
+                                   steps_per_epoch)
         if stop["signal"]:
             save_resume_state(resume_path, cfg, model, opt, sched, gen, progress)
             raise Interrupted(f"{stop['signal']} at iteration {progress['iteration']}: state saved to "
@@ -135,7 +139,25 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     return finish(cfg, model, splits, device, progress, stopped_early, out, resume_path)
 
 
-def run_epochs(cfg, model, opt, sched, gen, splits: Splits, device, progress, stop, steps_per_epoch) -> bool:
+def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
+    """Outliers and cut pieces (train/pieces.py), made once from the training
+    split only, from the run's seed: a resumed run makes the same pools."""
+    size = min(POOL, len(splits.train_x))
+    images, labels = splits.train_x.cpu(), splits.train_y.cpu()
+    pools = {}
+    if cfg.outliers:
+        pools["outliers"] = make_outliers(images, size, cfg.seed).to(device)
+    if cfg.cut_pieces:
+        pools["cut_pieces"] = tuple(t.to(device) for t in make_cut_pieces(images, labels, size, cfg.seed + 1))
+    return pools
+
+
+def draw(pool: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
+    return torch.randint(len(pool), (count,), generator=gen).to(pool.device)
+
+
+def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device, progress, stop,
+               steps_per_epoch) -> bool:
     """The optimisation loop proper. Returns True if early stopping ended it."""
     n = len(splits.train_x)
     total = cfg.epochs * steps_per_epoch
@@ -151,14 +173,23 @@ def run_epochs(cfg, model, opt, sched, gen, splits: Splits, device, progress, st
             while progress["step"] < steps_per_epoch:
                 idx = progress["perm"][progress["step"] * cfg.batch_size:(progress["step"] + 1) * cfg.batch_size]
                 idx = idx.to(device, non_blocking=True)
-                x = to_input(splits.train_x[idx], cfg.mean, cfg.std, channels_last=True)
-                y = splits.train_y[idx]
+                images, y = splits.train_x[idx], splits.train_y[idx]
+                if "cut_pieces" in pools:
+                    pieces, piece_labels = pools["cut_pieces"]
+                    pick = draw(pieces, round(cfg.cut_pieces * len(idx)), gen)
+                    images, y = torch.cat([images, pieces[pick]]), torch.cat([y, piece_labels[pick]])
+                if "outliers" in pools:
+                    images = torch.cat([images, pools["outliers"][draw(pools["outliers"], round(cfg.outliers * len(idx)), gen)]])
+                x = to_input(images, cfg.mean, cfg.std, channels_last=True)
                 if cfg.augment:
                     x = random_affine(x, gen)
                 model.train()
                 with autocast(device):
-                    logits = model(x)
-                    loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.label_smoothing)
+                    all_logits = model(x).float()
+                    logits = all_logits[:len(y)]
+                    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                    if len(all_logits) > len(y):  # outliers: cross-entropy to the uniform distribution
+                        loss = loss - cfg.outlier_weight * F.log_softmax(all_logits[len(y):], 1).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
