@@ -107,4 +107,3 @@ def random_affine(x: torch.Tensor, generator: torch.Generator, degrees: float = 
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     background = x.amin()
     return F.grid_sample(x - background, grid, align_corners=False, padding_mode="zeros") + background
-

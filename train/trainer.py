@@ -140,20 +140,33 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
 
 
 def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
-    """Outliers and cut pieces (train/pieces.py), made once from the training
-    split only, from the run's seed: a resumed run makes the same pools."""
+    """Outliers and cut pieces (train/pieces.py) as (images, labels or None),
+    made once from the training split only, from the run's seed: a resumed
+    run makes the same pools."""
     size = min(POOL, len(splits.train_x))
     images, labels = splits.train_x.cpu(), splits.train_y.cpu()
     pools = {}
     if cfg.outliers:
-        pools["outliers"] = make_outliers(images, size, cfg.seed).to(device)
+        pools["outliers"] = (make_outliers(images, size, cfg.seed).to(device), None)
     if cfg.cut_pieces:
         pools["cut_pieces"] = tuple(t.to(device) for t in make_cut_pieces(images, labels, size, cfg.seed + 1))
     return pools
 
 
-def draw(pool: torch.Tensor, count: int, gen: torch.Generator) -> torch.Tensor:
-    return torch.randint(len(pool), (count,), generator=gen).to(pool.device)
+def make_batch(cfg: TrainConfig, splits: Splits, pools: dict, idx: torch.Tensor,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """The digits at ``idx``, then cut pieces (with labels), then outliers
+    (no labels: they are the rows past the last label)."""
+    images, labels = [splits.train_x[idx]], [splits.train_y[idx]]
+    for name, share in (("cut_pieces", cfg.cut_pieces), ("outliers", cfg.outliers)):
+        if name in pools:
+            pool = pools[name]
+            pick = torch.randint(len(pool[0]), (round(share * len(idx)),), generator=gen).to(idx.device)
+            images.append(pool[0][pick])
+            if pool[1] is not None:
+                labels.append(pool[1][pick])
+    x = to_input(torch.cat(images), cfg.mean, cfg.std, channels_last=True)
+    return (random_affine(x, gen) if cfg.augment else x), torch.cat(labels)
 
 
 def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device, progress, stop,
@@ -173,16 +186,7 @@ def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device,
             while progress["step"] < steps_per_epoch:
                 idx = progress["perm"][progress["step"] * cfg.batch_size:(progress["step"] + 1) * cfg.batch_size]
                 idx = idx.to(device, non_blocking=True)
-                images, y = splits.train_x[idx], splits.train_y[idx]
-                if "cut_pieces" in pools:
-                    pieces, piece_labels = pools["cut_pieces"]
-                    pick = draw(pieces, round(cfg.cut_pieces * len(idx)), gen)
-                    images, y = torch.cat([images, pieces[pick]]), torch.cat([y, piece_labels[pick]])
-                if "outliers" in pools:
-                    images = torch.cat([images, pools["outliers"][draw(pools["outliers"], round(cfg.outliers * len(idx)), gen)]])
-                x = to_input(images, cfg.mean, cfg.std, channels_last=True)
-                if cfg.augment:
-                    x = random_affine(x, gen)
+                x, y = make_batch(cfg, splits, pools, idx, gen)
                 model.train()
                 with autocast(device):
                     all_logits = model(x).float()
