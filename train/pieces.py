@@ -20,12 +20,15 @@ centre of mass at the centre of the 28x28 frame).
 """
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
 BOX = 20  # MNIST digits are fitted into a 20x20 box within the 28x28 frame
 STROKE = 2.3  # MNIST's typical stroke width in that box, in pixels
 OUTLIER_KINDS = (("pair", 0.6), ("triple", 0.2), ("part", 0.2))
+TOUCHING = (-0.08, 0.06)  # how close touching digits of an outlier come (see _place)
 
 
 def make_outliers(images: torch.Tensor, count: int, seed: int) -> torch.Tensor:
@@ -33,7 +36,7 @@ def make_outliers(images: torch.Tensor, count: int, seed: int) -> torch.Tensor:
     [N, 28, 28], single digits), deterministic from ``seed``."""
     gen = torch.Generator().manual_seed(seed)
     kinds = torch.multinomial(torch.tensor([p for _, p in OUTLIER_KINDS]), count, replacement=True, generator=gen)
-    makers = {"pair": _pair, "triple": _triple, "part": _part}
+    makers = {"pair": partial(_touching, count=2), "triple": partial(_touching, count=3), "part": _part}
     return _to_uint8([fit(makers[OUTLIER_KINDS[k][0]](images, gen)) for k in kinds.tolist()])
 
 
@@ -109,12 +112,9 @@ def _place(parts: list[torch.Tensor], gen: torch.Generator, overlap: tuple[float
     return layers
 
 
-def _pair(images, gen):
-    return torch.stack(_place([_random_digit(images, gen) for _ in range(2)], gen, (-0.08, 0.06))).amax(0)
-
-
-def _triple(images, gen):
-    return torch.stack(_place([_random_digit(images, gen) for _ in range(3)], gen, (-0.08, 0.06))).amax(0)
+def _touching(images, gen, count: int):
+    """``count`` random digits in a row, touching or nearly."""
+    return torch.stack(_place([_random_digit(images, gen) for _ in range(count)], gen, TOUCHING)).amax(0)
 
 
 def _part(images, gen):

@@ -160,11 +160,11 @@ def make_batch(cfg: TrainConfig, splits: Splits, pools: dict, idx: torch.Tensor,
     images, labels = [splits.train_x[idx]], [splits.train_y[idx]]
     for name, share in (("cut_pieces", cfg.cut_pieces), ("outliers", cfg.outliers)):
         if name in pools:
-            pool = pools[name]
-            pick = torch.randint(len(pool[0]), (round(share * len(idx)),), generator=gen).to(idx.device)
-            images.append(pool[0][pick])
-            if pool[1] is not None:
-                labels.append(pool[1][pick])
+            pool_images, pool_labels = pools[name]
+            pick = torch.randint(len(pool_images), (round(share * len(idx)),), generator=gen).to(idx.device)
+            images.append(pool_images[pick])
+            if pool_labels is not None:
+                labels.append(pool_labels[pick])
     x = to_input(torch.cat(images), cfg.mean, cfg.std, channels_last=True)
     return (random_affine(x, gen) if cfg.augment else x), torch.cat(labels)
 
