@@ -51,6 +51,12 @@ PEAK_FRACTION = 0.35  # a mark keeps its pixels above this fraction of its peak 
 FAINT_FRACTION = 0.3  # marks fainter than this fraction of the strongest are not ink
 RELATIVE_FLOOR = 0.15  # background level below which the contrast is no longer divided (dark boards)
 MIN_CONTRAST = 0.06  # ink must differ from the background by at least this fraction
+# Choosing the digit among the marks: mass (size x contrast) weighted by
+# (peak contrast / strongest peak) ** CONTRAST_POWER. Mass alone lets a
+# large faint mark (a shadow's edge, a paper strip) beat a smaller but
+# fully inked digit; one pen gives every stroke the same contrast.
+# (seeds 1-4 of benchmarks/synth_photos.py: 60 -> 52 wrong of 2,400.)
+CONTRAST_POWER = 2.0
 CANONICAL_SIDE = 80  # digit long side when its stroke width is measured and adjusted
 MNIST_STROKE = (1.6, 3.6, 2.3)  # stroke width range in a 20 px box (5th..95th pct of MNIST) and target
 
@@ -431,7 +437,9 @@ def select_digit(analysis: InkAnalysis) -> Component:
     if not cands:
         raise NoDigitFound("no digit found (no ink)")
     # Marks cut by the frame edge are more likely a neighbouring object.
-    cands.sort(key=lambda c: c.mass * (0.5 if c.touches_border else 1.0), reverse=True)
+    top = max(c.peak for c in cands)
+    cands.sort(key=lambda c: c.mass * (c.peak / top) ** CONTRAST_POWER * (0.5 if c.touches_border else 1.0),
+               reverse=True)
     digit = cands[0]
     digit = absorb_fragments(digit, [c for c in analysis.components if c is not digit])
     if max(digit.w, digit.h) < 0.05 * short or max(digit.w, digit.h) < 8:
