@@ -190,6 +190,19 @@ def test_specks_paper_edge_and_shadow_are_ignored(mnist):
     assert x + w < 560
 
 
+def test_a_big_faint_mark_does_not_outweigh_the_inked_digit(mnist):
+    # A loop drawn in a light grey (a pencil line, a faint printed frame)
+    # carries more ink in total than the small digit written in pen; one
+    # pen writes every stroke of the digit at full contrast.
+    digit = mnist[0][0]  # a 7
+    img = paper_photo(digit, frac=0.3, centre=(0.2, 0.5), gradient=0.0)
+    cv2.ellipse(img, (450, 240), (150, 180), 0, 0, 360, (150, 150, 150), 10)
+    crop = preprocess_digit(img)
+    x, y, w, h = crop.box
+    assert x + w < 250, crop.box
+    assert correlation(crop.pixels, preprocess_digit(paper_photo(digit, frac=0.3, gradient=0.0)).pixels) > 0.8
+
+
 @pytest.mark.parametrize("image", [
     np.full((300, 400, 3), 200, np.uint8),  # blank paper
     np.zeros((50, 50), np.uint8),  # black
