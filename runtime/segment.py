@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
+import cv2
 import numpy as np
 
 from .errors import NoDigitFound
@@ -31,7 +32,7 @@ MAX_SPLITS = 8  # cut hypotheses per mark and number of pieces sent to the model
 WIDE = 1.1  # piece wider than this times the row height: unlikely one digit
 NARROW_ONE = 0.45  # piece narrower than this times the mark's height: may be a 1 (MNIST 1s: 0.44 median)
 SPLIT_RATIO = 1.25  # marks this many typical digit widths wide may be several digits
-SPLIT_ASPECT = 0.6  # or this much wider than tall (a touching 1 adds little width)
+SPLIT_ASPECT = 0.5  # or this much wider than tall (a touching 1 adds little width)
 FRAGMENT_HEIGHT = 0.5  # marks shorter than this share of the digit height may be pieces of one
 ASPECT_WEIGHT = 0.6  # weight of the mark's own shape against the row's widths (count_prior)
 # Weight of the model's log-confidences against the shape priors. High
@@ -56,6 +57,11 @@ JUMP_COST = 0.01  # per column a cut moves sideways through the paper between ro
 # steadies the confidences that pick the cuts (+2 points of numbers on
 # seeds 1-4 of benchmarks/synth_photos.py with the shipped model).
 PIECE_ZOOMS = (0.9, 1.1)
+ONE_COVER = 0.85  # a 1 is a straight stroke inked over this share of the mark's height
+ONE_SLANT = 24  # degrees either way
+ONE_COST = 0.0
+ONE_BEYOND = 0.15
+ONE_REST = 0.8  # the digit under a 1 is about as tall as the mark (a 9's loop or a 4's arm is not)
 
 
 @dataclass
@@ -88,15 +94,20 @@ def read_numbers(classifier, images: list[np.ndarray]) -> list:
 
 
 def resolve(classifier, layouts: list[list[Slot]]) -> list:
-    """Classify every crop of every hypothesis of every layout in one batch,
-    then keep, per slot, the hypothesis with the best joint log-confidence
-    plus prior."""
+    """Each layout read as a number (see choose)."""
     from .classifier import NumberReading
 
+    return [NumberReading([pred for _, pred in chosen]) for chosen in choose(classifier, layouts)]
+
+
+def choose(classifier, layouts: list[list[Slot]]) -> list[list[tuple[DigitCrop, object]]]:
+    """Classify every crop of every hypothesis of every layout in one batch,
+    then keep, per slot, the hypothesis with the best joint log-confidence
+    plus prior. Per layout: its digits' (crop, prediction), left to right."""
     # Hypotheses of one mark share pieces: classify each crop once.
     unique = {id(c): c for slots in layouts for s in slots for h in s.hypotheses for c in h.crops}
     preds = dict(zip(unique, classifier.predictions(list(unique.values()), zooms=PIECE_ZOOMS)))
-    readings = []
+    chosen = []
     for slots in layouts:
         digits = []
         for slot in slots:
@@ -104,10 +115,10 @@ def resolve(classifier, layouts: list[list[Slot]]) -> list:
             for h in slot.hypotheses:
                 ps = [preds[id(c)] for c in h.crops]
                 score = MODEL_WEIGHT * sum(min(np.log(max(p.confidence, 1e-6) / CONFIDENT), 0.0) for p in ps) + h.prior
-                scored.append((score, ps))
+                scored.append((score, list(zip(h.crops, ps))))
             digits.extend(max(scored, key=lambda t: t[0])[1])
-        readings.append(NumberReading(digits))
-    return readings
+        chosen.append(digits)
+    return chosen
 
 
 def segment_number(image: np.ndarray, size: int = 28) -> list[Slot]:
@@ -250,6 +261,64 @@ def hypotheses(analysis: InkAnalysis, mark: Component, row_h: float, digit_w: fl
             # Now that the pieces are known: is one of them as narrow as a 1?
             hyp.with_one = any(c.box[2] < NARROW_ONE * single.box[3] for c in hyp.crops)
             out.append(hyp)
+    for side, one, rest in _one_strokes(sel, stroke):
+        crops = [_crop(analysis, mark, one, size), _crop(analysis, mark, rest, size)]
+        if all(c is not None for c in crops):
+            out.append(Hypothesis(crops if side == "left" else crops[::-1], aspect, ratio, crossed=ONE_COST,
+                                  with_one=True))
+    return out
+
+
+def _one_strokes(sel: np.ndarray, stroke: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """A 1 written over its neighbour: no vertical cut separates them,
+    but the 1 is a straight stroke at one end of the mark. Per end, the
+    outermost straight band (at any slant up to ONE_SLANT) inked over
+    ONE_COVER of the mark's height, and the pixels on or beyond it; the
+    rest must still be a digit's height."""
+    h, w = sel.shape
+    ys, xs = np.nonzero(sel)
+    if ys.size == 0:
+        return []
+    half = 0.75 * stroke + 0.5  # half width of the band a stroke fills
+    out = []
+    for side in ("left", "right"):
+        best = None  # (outer position, tan, centre)
+        for t in np.tan(np.radians(np.arange(-ONE_SLANT, ONE_SLANT + 1, 4))):
+            u = xs - (ys - (h - 1) / 2) * t  # column in the sheared frame where the band is upright
+            lo = int(np.floor(u.min())) - 1
+            cols = np.round(u - lo).astype(np.int64)
+            occupied = np.zeros((h, int(cols.max()) + 2), bool)
+            occupied[ys, cols] = True
+            k = 2 * int(np.ceil(half)) + 1
+            band = cv2.dilate(occupied.astype(np.uint8), np.ones((1, k), np.uint8)).astype(bool)
+            cover = band.sum(axis=0) / h
+            good = np.nonzero(cover >= ONE_COVER)[0]
+            if good.size == 0:
+                continue
+            # The band's centre: the middle of the outermost run of such columns.
+            runs = np.split(good, np.nonzero(np.diff(good) > 1)[0] + 1)
+            run = runs[0] if side == "left" else runs[-1]
+            centre = (run[0] + run[-1]) / 2 + lo
+            outer = centre if side == "left" else -centre
+            if best is None or outer < best[0]:
+                best = (outer, t, centre)
+        if best is None:
+            continue
+        _, t, centre = best
+        line = centre + (np.arange(h) - (h - 1) / 2) * t  # the stroke's column per row
+        offset = np.arange(w)[None, :] - line[:, None]
+        if side == "right":
+            offset = -offset
+        one = sel & (np.abs(offset) <= half)
+        rest = sel & (offset > half)
+        # Little may lie beyond the 1 (a flag, a speck: it belongs to neither
+        # piece); more is a digit of its own, and the band its straight stroke.
+        beyond = np.count_nonzero(sel & (offset < -half))
+        # The digit under the 1 is as tall as the mark away from the band too
+        # (the stem of a 9 leaves bits beside the band; its loop is short).
+        away = _rows(sel & (offset > 3 * half))
+        if away >= ONE_REST * h and beyond <= ONE_BEYOND * np.count_nonzero(one):
+            out.append((side, one, rest))
     return out
 
 
