@@ -163,3 +163,55 @@ def test_training_benchmark_compares_recipes_in_one_run(tmp_path, mnist_dir):
     for r in rows:
         assert r["time_to_threshold"] is not None and r["time_to_threshold"] <= r["train_seconds"] + 0.01  # both rounded
         assert 0 <= r["other_load"] <= 1
+
+
+def test_photo_crops_teach_what_the_training_split_lacks(tmp_path):
+    # The training split holds classes 0-4 only; classes 5-9 are only in
+    # the photo-crops file. Telling them apart on the test split proves
+    # the crops reach the batches with their labels.
+    import numpy as np
+    from conftest import write_idx
+    from train.idx import load_split
+
+    data = write_dataset(tmp_path / "data", n_train=1000)
+    images, labels = load_split(data, "train")
+    low = labels < 5
+    write_idx(data / "train-images-idx3-ubyte", images[low])
+    write_idx(data / "train-labels-idx1-ubyte", labels[low])
+    crops = tmp_path / "crops.npz"
+    np.savez(crops, images=images[~low], labels=labels[~low].astype(np.int64))
+    cfg = small_config(tmp_path / "out", data, train_subset=0, val_size=100, epochs=3, augment=False,
+                       photo_crops=str(crops), photo_share=1.0)
+    trainer.train(cfg)
+    model = checkpoint.load_model(checkpoint.load(tmp_path / "out" / "best.pt")).eval()
+    test_x, test_y = load_split(data, "test")
+    high = test_y >= 5
+    x = torch.from_numpy(test_x[high]).float().div(255).sub(0.5).div(0.5).unsqueeze(1)
+    accuracy = (model(x).argmax(1).numpy() == test_y[high]).mean()
+    assert accuracy > 0.8, accuracy
+
+
+def test_bad_photo_crops_file_is_named(tmp_path, capsys):
+    data = write_dataset(tmp_path / "data")
+    bad = tmp_path / "crops.npz"
+    bad.write_bytes(b"not an npz")
+    assert train_main(["--data-dir", str(data), "--no-download", "--val-size", "100", "--photo-crops", str(bad),
+                       "--photo-share", "0.3",
+                       "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "crops.npz: not a photo-crops file" in err
+
+
+def test_init_starts_from_the_checkpoints_weights(tmp_path):
+    data = write_dataset(tmp_path / "data", n_train=1200)
+    base = small_config(tmp_path / "a", data, train_subset=0, val_size=200, epochs=2)
+    first = trainer.train(base)
+    assert first["test_accuracy"] > 0.9
+    # A learning rate too small to learn anything: only the initial weights can make it accurate.
+    frozen = dict(train_subset=0, val_size=200, epochs=1, lr=1e-9, augment=False)
+    scratch = trainer.train(small_config(tmp_path / "b", data, **frozen))
+    tuned = trainer.train(small_config(tmp_path / "c", data, init=str(tmp_path / "a" / "best.pt"), **frozen))
+    assert scratch["test_accuracy"] < 0.5 < 0.9 < tuned["test_accuracy"]
+    with pytest.raises(ValueError, match="--init checkpoint is edge"):
+        trainer.train(small_config(tmp_path / "d", data, init=str(tmp_path / "a" / "best.pt"), arch="seed",
+                                   arch_config={}))

@@ -9,6 +9,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -78,6 +79,22 @@ def load_splits(data_dir: Path, dataset: str, val_size: int, seed: int) -> Split
     val_idx, train_idx = perm[:val_size], perm[val_size:]
     return Splits(train_x[train_idx], train_y[train_idx].long(), train_x[val_idx], train_y[val_idx].long(),
                   test_x, test_y.long(), DATASETS[dataset][1])
+
+
+def load_photo_crops(path: str | Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The labelled model inputs of a photo-crops file (docs/FORMATS.md) as
+    (uint8 [N, 28, 28], int64 [N]). No pickles: arrays only."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            images, labels = z["images"], z["labels"]
+    except (OSError, ValueError, KeyError) as e:
+        raise DataError(f"{path}: not a photo-crops file ({e})") from None
+    if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(labels) != len(images):
+        raise DataError(f"{path}: expected images uint8 [N, 28, 28] and N labels, "
+                        f"got {images.dtype} {list(images.shape)} and {len(labels)} labels")
+    if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
+        raise DataError(f"{path}: labels outside 0..{num_classes - 1}")
+    return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 
 def to_input(images: torch.Tensor, mean: float, std: float, channels_last: bool = False) -> torch.Tensor:

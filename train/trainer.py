@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import checkpoint, plots
 from .config import TrainConfig
-from .data import Splits, load_splits, random_affine, resolve_data_dir, to_input
+from .data import Splits, load_photo_crops, load_splits, random_affine, resolve_data_dir, to_input
 from .files import atomic_output
 from .models import build_model, count_parameters
 from .pieces import make_cut_pieces, make_outliers
@@ -107,7 +107,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     if cfg.train_subset:
         splits.train_x, splits.train_y = splits.train_x[:cfg.train_subset], splits.train_y[:cfg.train_subset]
 
-    model = build_model(cfg.arch, num_classes=len(splits.classes), **cfg.arch_config).to(device)
+    model = build_model(cfg.arch, num_classes=len(splits.classes), **cfg.arch_config)
+    if cfg.init and state is None:
+        init_from(model, cfg)
+    model = model.to(device)
     model = model.to(memory_format=torch.channels_last)  # faster convolutions on CPU (oneDNN) and GPU alike
     n = len(splits.train_x)
     steps_per_epoch = -(-n // cfg.batch_size)
@@ -139,10 +142,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     return finish(cfg, model, splits, device, progress, stopped_early, out, resume_path)
 
 
+def init_from(model, cfg: TrainConfig) -> None:
+    """Start from the weights of ``cfg.init`` (fine-tuning); its architecture must be this run's."""
+    ckpt = checkpoint.load(cfg.init)
+    if (ckpt["arch"], ckpt["arch_config"]) != (cfg.arch, cfg.arch_config):
+        raise ValueError(f"{cfg.init}: --init checkpoint is {ckpt['arch']} {ckpt['arch_config']}, "
+                         f"this run trains {cfg.arch} {cfg.arch_config}")
+    model.load_state_dict(ckpt["state_dict"])
+
+
 def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
     """Outliers and cut pieces (train/pieces.py) as (images, labels or None),
     made once from the training split only, from the run's seed: a resumed
-    run makes the same pools."""
+    run makes the same pools; and the photo crops, if given."""
     size = min(POOL, len(splits.train_x))
     images, labels = splits.train_x.cpu(), splits.train_y.cpu()
     pools = {}
@@ -150,15 +162,19 @@ def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
         pools["outliers"] = (make_outliers(images, size, cfg.seed).to(device), None)
     if cfg.cut_pieces:
         pools["cut_pieces"] = tuple(t.to(device) for t in make_cut_pieces(images, labels, size, cfg.seed + 1))
+    if cfg.photo_share:
+        if not cfg.photo_crops:
+            raise ValueError("--photo-share needs --photo-crops FILE")
+        pools["photo_crops"] = tuple(t.to(device) for t in load_photo_crops(cfg.photo_crops, len(splits.classes)))
     return pools
 
 
 def make_batch(cfg: TrainConfig, splits: Splits, pools: dict, idx: torch.Tensor,
                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The digits at ``idx``, then cut pieces (with labels), then outliers
-    (no labels: they are the rows past the last label)."""
+    """The digits at ``idx``, then cut pieces and photo crops (with labels),
+    then outliers (no labels: they are the rows past the last label)."""
     images, labels = [splits.train_x[idx]], [splits.train_y[idx]]
-    for name, share in (("cut_pieces", cfg.cut_pieces), ("outliers", cfg.outliers)):
+    for name, share in (("cut_pieces", cfg.cut_pieces), ("photo_crops", cfg.photo_share), ("outliers", cfg.outliers)):
         if name in pools:
             pool_images, pool_labels = pools[name]
             pick = torch.randint(len(pool_images), (round(share * len(idx)),), generator=gen).to(idx.device)

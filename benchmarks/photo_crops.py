@@ -1,0 +1,130 @@
+"""Training data from the runtime's own view of photos: what it cuts out of
+synthetic photos of MNIST **training** digits, with the digits' labels.
+
+    python -m benchmarks.photo_crops --out runs/photo_crops.npz [--digits 6000] [--numbers 3000]
+                                     [--seed 100] [--model M]
+
+The model learns MNIST as MNIST was made; the runtime feeds it digits
+found in photos, whose strokes, framing and leftovers (a neighbour's hook,
+a gap where a cut crossed) differ. This writes those inputs, labelled, so
+that training can show them to the model (``python -m train
+--photo-crops FILE``): single digits as ``preprocess_digit`` frames them,
+and the pieces of numbers as the number reader cuts them. A row's pieces
+are kept only when the reader cut it into as many pieces as it has digits
+(they are labelled by position); the cuts depend on the model used here
+(default: the shipped one). Photos come from ``synth_photos`` with MNIST
+training digits only; the benchmark's test photos use test digits.
+
+Lives beside the photo generator because it needs both it and the runtime;
+``train`` only reads the file it writes (docs/FORMATS.md).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import SHARED_DATA_DIR  # noqa: E402
+from benchmarks.synth_photos import make_digit, make_number  # noqa: E402
+from runtime import DigitClassifier, RuntimeInputError, preprocess_digit  # noqa: E402
+from runtime.segment import choose, segment_number  # noqa: E402
+from train.files import atomic_output  # noqa: E402
+from train.idx import DATA_ENV, DataError, data_dir_from, load_split  # noqa: E402
+
+CHUNK = 100  # photos per task
+MAX_SIDE = 1200  # frames no larger: the crops are the same, the photos much cheaper to make
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.photo_crops", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="the .npz to write")
+    p.add_argument("--digits", type=int, default=6000, help="photos of single digits")
+    p.add_argument("--numbers", type=int, default=3000, help="photos of numbers (3-6 digits)")
+    p.add_argument("--seed", type=int, default=100)
+    p.add_argument("--model", help="ONNX model that picks the cuts (default: the shipped one)")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ../shared)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    args = p.parse_args(argv)
+    try:
+        images, labels, sources = make_crops(args)
+    except (DataError, RuntimeInputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    with atomic_output(args.out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, images=images, labels=labels, source=sources)
+    print(f"wrote {len(images):,} crops ({np.count_nonzero(sources == 0):,} single digits, "
+          f"{np.count_nonzero(sources == 1):,} pieces of numbers) to {args.out}")
+    return 0
+
+
+def make_crops(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data_dir = str(data_dir_from(args.data_dir, SHARED_DATA_DIR))
+    load_split(data_dir, "train")  # fail here, not in every worker
+    tasks = [(data_dir, args.model, args.seed, kind, lo, min(lo + CHUNK, n))
+             for kind, n in (("digit", args.digits), ("number", args.numbers)) for lo in range(0, n, CHUNK)]
+    parts = []
+    with Pool(max(1, args.workers)) as pool:
+        for part in tqdm(pool.imap(crops_of, tasks), total=len(tasks), unit="task", desc="photo crops"):
+            parts.append(part)
+    images = np.concatenate([im for im, _, _ in parts]) if parts else np.zeros((0, 28, 28), np.uint8)
+    labels = np.concatenate([lab for _, lab, _ in parts]) if parts else np.zeros(0, np.int64)
+    sources = np.concatenate([src for _, _, src in parts]) if parts else np.zeros(0, np.int8)
+    return images, labels, sources
+
+
+_worker: dict = {}  # per process: the training digits and the classifier, loaded once
+
+
+def crops_of(task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Crops of photos lo..hi of one kind: uint8 images, labels, source (0 digit, 1 piece of a number)."""
+    data_dir, model, seed, kind, lo, hi = task
+    if not _worker:
+        _worker["mnist"] = load_split(data_dir, "train")
+        _worker["clf"] = DigitClassifier(model, threads=1)
+    digits, digit_labels = _worker["mnist"]
+    clf = _worker["clf"]
+    pixels, labels = [], []
+    for i in range(lo, hi):
+        rng = np.random.default_rng([seed, 0 if kind == "digit" else 1, i])
+        try:
+            if kind == "digit":
+                k = int(rng.integers(len(digits)))
+                sample = make_digit(rng, digits[k], digit_labels[k], MAX_SIDE)
+                pixels.append(chosen_view(clf, preprocess_digit(sample.image, clf.input_size)))
+                labels.append(int(digit_labels[k]))
+            else:
+                ks = rng.integers(len(digits), size=int(rng.integers(3, 7)))
+                sample = make_number(rng, [digits[k] for k in ks], [digit_labels[k] for k in ks], MAX_SIDE)
+                pieces = choose(clf, [segment_number(sample.image, clf.input_size)])[0]
+                if len(pieces) == len(ks):
+                    pixels.extend(crop.pixels for crop, _ in pieces)
+                    labels.extend(int(digit_labels[k]) for k in ks)
+        except RuntimeInputError:
+            continue  # no ink found: nothing to learn from
+    images = np.clip(np.array(pixels, np.float32).reshape(-1, 28, 28) * 255 + 0.5, 0, 255).astype(np.uint8)
+    source = np.full(len(labels), 0 if kind == "digit" else 1, np.int8)
+    return images, np.array(labels, np.int64), source
+
+
+def chosen_view(clf: DigitClassifier, crop) -> np.ndarray:
+    """The framing the classifier reads (of the crop and its other-polarity alternative: the one it is surer of)."""
+    views = [crop, *crop.alternatives]
+    if len(views) == 1:
+        return crop.pixels
+    confidence = clf.predict_pixels(np.stack([v.pixels for v in views])).max(axis=1)
+    return views[int(np.argmax(confidence))].pixels
+
+
+if __name__ == "__main__":
+    sys.exit(main())
