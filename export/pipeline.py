@@ -197,7 +197,8 @@ The INT8 file is {int8['size_ratio_to_fp32']:.1%} of the FP32 file.
 
 ## Limits
 
-Trained on MNIST only: centred, size-normalised digits from US writers. Photos must be segmented and
+Trained on MNIST (centred, size-normalised digits from US writers) and, when `photo_crops` is set above,
+on what the runtime cut out of synthetic photos of MNIST training digits. Photos must be segmented and
 framed like MNIST first (`runtime/` does this); other scripts, symbols or letters are still classified as
 some digit. Test accuracy is not accuracy on real photos.
 """
@@ -206,8 +207,8 @@ some digit. Test accuracy is not accuracy on real photos.
 def training_settings(cfg: dict) -> str:
     # Recipes change over time; the checkpoint records what this run actually used.
     keys = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment", "label_smoothing",
-            "outliers", "outlier_weight", "cut_pieces", "train_subset", "val_size")
-    return ", ".join(f"{k} {cfg[k]}" for k in keys if k in cfg)
+            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "init", "train_subset", "val_size")
+    return ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) is not None)
 
 
 def ship(report: dict) -> list[Path]:
