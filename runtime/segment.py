@@ -57,10 +57,10 @@ JUMP_COST = 0.01  # per column a cut moves sideways through the paper between ro
 # steadies the confidences that pick the cuts (+2 points of numbers on
 # seeds 1-4 of benchmarks/synth_photos.py with the shipped model).
 PIECE_ZOOMS = (0.9, 1.1)
+# A 1 written over its neighbour (_one_strokes; seeds 1-4: 7 rows fixed, 1 broken):
 ONE_COVER = 0.85  # a 1 is a straight stroke inked over this share of the mark's height
 ONE_SLANT = 24  # degrees either way
-ONE_COST = 0.0
-ONE_BEYOND = 0.15
+ONE_BEYOND = 0.15  # ink beyond the stroke, as a share of the stroke's: more is a digit whose stem it is
 ONE_REST = 0.8  # the digit under a 1 is about as tall as the mark (a 9's loop or a 4's arm is not)
 
 
@@ -264,47 +264,23 @@ def hypotheses(analysis: InkAnalysis, mark: Component, row_h: float, digit_w: fl
     for side, one, rest in _one_strokes(sel, stroke):
         crops = [_crop(analysis, mark, one, size), _crop(analysis, mark, rest, size)]
         if all(c is not None for c in crops):
-            out.append(Hypothesis(crops if side == "left" else crops[::-1], aspect, ratio, crossed=ONE_COST,
-                                  with_one=True))
+            out.append(Hypothesis(crops if side == "left" else crops[::-1], aspect, ratio, with_one=True))
     return out
 
 
 def _one_strokes(sel: np.ndarray, stroke: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """A 1 written over its neighbour: no vertical cut separates them,
+    """A 1 written over its neighbour: no top-to-bottom cut separates them,
     but the 1 is a straight stroke at one end of the mark. Per end, the
-    outermost straight band (at any slant up to ONE_SLANT) inked over
-    ONE_COVER of the mark's height, and the pixels on or beyond it; the
-    rest must still be a digit's height."""
+    outermost straight band (slanted up to ONE_SLANT degrees) inked over
+    ONE_COVER of the mark's height: (side, the band's pixels, the pixels
+    on the inner side of it)."""
     h, w = sel.shape
-    ys, xs = np.nonzero(sel)
-    if ys.size == 0:
-        return []
     half = 0.75 * stroke + 0.5  # half width of the band a stroke fills
+    bands = _straight_bands(sel, half)
+    if not bands:
+        return []
     out = []
-    for side in ("left", "right"):
-        best = None  # (outer position, tan, centre)
-        for t in np.tan(np.radians(np.arange(-ONE_SLANT, ONE_SLANT + 1, 4))):
-            u = xs - (ys - (h - 1) / 2) * t  # column in the sheared frame where the band is upright
-            lo = int(np.floor(u.min())) - 1
-            cols = np.round(u - lo).astype(np.int64)
-            occupied = np.zeros((h, int(cols.max()) + 2), bool)
-            occupied[ys, cols] = True
-            k = 2 * int(np.ceil(half)) + 1
-            band = cv2.dilate(occupied.astype(np.uint8), np.ones((1, k), np.uint8)).astype(bool)
-            cover = band.sum(axis=0) / h
-            good = np.nonzero(cover >= ONE_COVER)[0]
-            if good.size == 0:
-                continue
-            # The band's centre: the middle of the outermost run of such columns.
-            runs = np.split(good, np.nonzero(np.diff(good) > 1)[0] + 1)
-            run = runs[0] if side == "left" else runs[-1]
-            centre = (run[0] + run[-1]) / 2 + lo
-            outer = centre if side == "left" else -centre
-            if best is None or outer < best[0]:
-                best = (outer, t, centre)
-        if best is None:
-            continue
-        _, t, centre = best
+    for side, (t, centre) in (("left", min(bands, key=lambda b: b[1])), ("right", max(bands, key=lambda b: b[1]))):
         line = centre + (np.arange(h) - (h - 1) / 2) * t  # the stroke's column per row
         offset = np.arange(w)[None, :] - line[:, None]
         if side == "right":
@@ -320,6 +296,31 @@ def _one_strokes(sel: np.ndarray, stroke: float) -> list[tuple[str, np.ndarray, 
         if away >= ONE_REST * h and beyond <= ONE_BEYOND * np.count_nonzero(one):
             out.append((side, one, rest))
     return out
+
+
+def _straight_bands(sel: np.ndarray, half: float) -> list[tuple[float, float]]:
+    """Straight bands ``2 * half`` wide inked over ONE_COVER of the rows, per
+    slant the leftmost and the rightmost: (tan of the slant, column of the
+    band's centre at mid-height). The mask is sheared so that the band
+    stands upright, and a dilation along rows tells each column's cover."""
+    h, _ = sel.shape
+    ys, xs = np.nonzero(sel)
+    if ys.size == 0:
+        return []
+    k = 2 * int(np.ceil(half)) + 1
+    bands = []
+    for t in np.tan(np.radians(np.arange(-ONE_SLANT, ONE_SLANT + 1, 4))):
+        u = xs - (ys - (h - 1) / 2) * t
+        lo = int(np.floor(u.min())) - 1
+        cols = np.round(u - lo).astype(np.int64)
+        occupied = np.zeros((h, int(cols.max()) + 2), np.uint8)
+        occupied[ys, cols] = 1
+        cover = cv2.dilate(occupied, np.ones((1, k), np.uint8)).sum(axis=0) / h
+        good = np.nonzero(cover >= ONE_COVER)[0]
+        if good.size:
+            runs = np.split(good, np.nonzero(np.diff(good) > 1)[0] + 1)
+            bands += [(float(t), (r[0] + r[-1]) / 2 + lo) for r in (runs[0], runs[-1])]
+    return bands
 
 
 def _first_readable(candidates: list, pieces: "_Pieces", limit: int) -> list[Hypothesis]:
