@@ -167,8 +167,8 @@ def test_training_benchmark_compares_recipes_in_one_run(tmp_path, mnist_dir):
 
 def test_photo_crops_teach_what_the_training_split_lacks(tmp_path):
     # The training split holds classes 0-4 only; classes 5-9 are only in
-    # the photo-crops file. Telling them apart on the test split proves
-    # the crops reach the batches with their labels.
+    # the two photo-crops files. Telling them apart on the test split
+    # proves the crops of both reach the batches with their labels.
     import numpy as np
     from conftest import write_idx
     from train.idx import load_split
@@ -178,10 +178,12 @@ def test_photo_crops_teach_what_the_training_split_lacks(tmp_path):
     low = labels < 5
     write_idx(data / "train-images-idx3-ubyte", images[low])
     write_idx(data / "train-labels-idx1-ubyte", labels[low])
-    crops = tmp_path / "crops.npz"
-    np.savez(crops, images=images[~low], labels=labels[~low].astype(np.int64))
+    files = []
+    for name, pick in (("a.npz", labels >= 8), ("b.npz", ~low & (labels < 8))):  # 8-9 in one file, 5-7 in the other
+        np.savez(tmp_path / name, images=images[pick], labels=labels[pick].astype(np.int64))
+        files.append(str(tmp_path / name))
     cfg = small_config(tmp_path / "out", data, train_subset=0, val_size=100, epochs=3, augment=False,
-                       photo_crops=str(crops), photo_share=1.0)
+                       photo_crops=files, photo_share=1.0)
     trainer.train(cfg)
     model = checkpoint.load_model(checkpoint.load(tmp_path / "out" / "best.pt")).eval()
     test_x, test_y = load_split(data, "test")

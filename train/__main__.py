@@ -33,8 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--outlier-weight", type=float, help="weight of the outlier loss")
     p.add_argument("--cut-pieces", type=float,
                    help="digits cut out of touching pairs (as the runtime cuts numbers) per digit in a batch")
-    p.add_argument("--photo-crops", metavar="NPZ",
-                   help="labelled model inputs cut out of photos by the runtime (python -m benchmarks.photo_crops)")
+    p.add_argument("--photo-crops", metavar="NPZ", nargs="+",
+                   help="files of labelled model inputs cut out of photos by the runtime (python -m benchmarks.photo_crops)")
     p.add_argument("--photo-share", type=float, help="photo crops per digit in a batch")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same architecture)")
     p.add_argument("--seed", type=int, default=0)

@@ -41,7 +41,7 @@ class TrainConfig:
     outliers: float = 0.0              # outliers (train/pieces.py) per digit in a batch, trained toward uniform
     outlier_weight: float = 0.5        # weight of their loss
     cut_pieces: float = 0.0            # digits cut from touching pairs (train/pieces.py) per digit in a batch
-    photo_crops: str | None = None     # .npz of labelled model inputs cut from photos (docs/FORMATS.md)
+    photo_crops: list | None = None    # .npz files of labelled model inputs cut from photos (docs/FORMATS.md)
     photo_share: float = 0.0           # of those per digit in a batch
     init: str | None = None            # start from this checkpoint's weights (fine-tuning)
     mean: float = 0.5                  # input normalisation, pixels in [0, 1]

@@ -165,7 +165,8 @@ def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
     if cfg.photo_share:
         if not cfg.photo_crops:
             raise ValueError("--photo-share needs --photo-crops FILE")
-        pools["photo_crops"] = tuple(t.to(device) for t in load_photo_crops(cfg.photo_crops, len(splits.classes)))
+        files = [load_photo_crops(path, len(splits.classes)) for path in cfg.photo_crops]
+        pools["photo_crops"] = tuple(torch.cat(parts).to(device) for parts in zip(*files))
     return pools
 
 
