@@ -55,6 +55,8 @@ def main(argv=None) -> int:
     p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ../shared)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
+    if args.digits < 0 or args.numbers < 0 or args.digits + args.numbers == 0:
+        p.error("--digits and --numbers: at least one photo, none negative")
     try:
         images, labels, sources = make_crops(args)
     except (DataError, RuntimeInputError) as e:
@@ -73,13 +75,9 @@ def make_crops(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     load_split(data_dir, "train")  # fail here, not in every worker
     tasks = [(data_dir, args.model, args.seed, kind, lo, min(lo + CHUNK, n))
              for kind, n in (("digit", args.digits), ("number", args.numbers)) for lo in range(0, n, CHUNK)]
-    parts = []
     with Pool(max(1, args.workers)) as pool:
-        for part in tqdm(pool.imap(crops_of, tasks), total=len(tasks), unit="task", desc="photo crops"):
-            parts.append(part)
-    images = np.concatenate([im for im, _, _ in parts]) if parts else np.zeros((0, 28, 28), np.uint8)
-    labels = np.concatenate([lab for _, lab, _ in parts]) if parts else np.zeros(0, np.int64)
-    sources = np.concatenate([src for _, _, src in parts]) if parts else np.zeros(0, np.int8)
+        parts = list(tqdm(pool.imap(crops_of, tasks), total=len(tasks), unit="task", desc="photo crops"))
+    images, labels, sources = (np.concatenate(arrays) for arrays in zip(*parts))
     return images, labels, sources
 
 

@@ -12,7 +12,9 @@
    strokes), and let the model decide together with shape priors (how
    wide n digits are, how much ink a cut crosses): every piece of every
    hypothesis of every mark goes through one batched session call, and
-   per mark the best joint score wins.
+   per mark the best joint score wins. A 1 written over its neighbour,
+   which no such cut separates, is proposed as a straight band at either
+   end of the mark (_one_strokes).
 """
 from __future__ import annotations
 

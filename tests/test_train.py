@@ -198,10 +198,13 @@ def test_bad_photo_crops_file_is_named(tmp_path, capsys):
     bad = tmp_path / "crops.npz"
     bad.write_bytes(b"not an npz")
     assert train_main(["--data-dir", str(data), "--no-download", "--val-size", "100", "--photo-crops", str(bad),
-                       "--photo-share", "0.3",
-                       "--out", str(tmp_path / "o")]) == 1
+                       "--photo-share", "0.3", "--out", str(tmp_path / "o")]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "crops.npz: not a photo-crops file" in err
+    # Files without a share of the batch would be silently unused.
+    assert train_main(["--data-dir", str(data), "--no-download", "--val-size", "100", "--photo-crops", str(bad),
+                       "--out", str(tmp_path / "o")]) == 1
+    assert "--photo-crops and --photo-share go together" in capsys.readouterr().err
 
 
 def test_init_starts_from_the_checkpoints_weights(tmp_path):

@@ -110,8 +110,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     model = build_model(cfg.arch, num_classes=len(splits.classes), **cfg.arch_config)
     if cfg.init and state is None:
         init_from(model, cfg)
-    model = model.to(device)
-    model = model.to(memory_format=torch.channels_last)  # faster convolutions on CPU (oneDNN) and GPU alike
+    model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU (oneDNN) and GPU alike
     n = len(splits.train_x)
     steps_per_epoch = -(-n // cfg.batch_size)
     opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
@@ -162,9 +161,9 @@ def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
         pools["outliers"] = (make_outliers(images, size, cfg.seed).to(device), None)
     if cfg.cut_pieces:
         pools["cut_pieces"] = tuple(t.to(device) for t in make_cut_pieces(images, labels, size, cfg.seed + 1))
+    if bool(cfg.photo_share) != bool(cfg.photo_crops):
+        raise ValueError("--photo-crops and --photo-share go together (files, and their share of a batch)")
     if cfg.photo_share:
-        if not cfg.photo_crops:
-            raise ValueError("--photo-share needs --photo-crops FILE")
         files = [load_photo_crops(path, len(splits.classes)) for path in cfg.photo_crops]
         pools["photo_crops"] = tuple(torch.cat(parts).to(device) for parts in zip(*files))
     return pools
