@@ -36,12 +36,21 @@ if str(REPO) not in sys.path:
 from benchmarks import SHARED_DATA_DIR  # noqa: E402
 from benchmarks.synth_photos import make_digit, make_number  # noqa: E402
 from runtime import DigitClassifier, RuntimeInputError, preprocess_digit  # noqa: E402
-from runtime.segment import choose, segment_number  # noqa: E402
+from runtime.segment import NARROW_ONE, choose, segment_number  # noqa: E402
 from train.files import atomic_output  # noqa: E402
 from train.idx import DATA_ENV, DataError, data_dir_from, load_split  # noqa: E402
 
 CHUNK = 100  # photos per task
 MAX_SIDE = 1200  # frames no larger: the crops are the same, the photos much cheaper to make
+# Pieces of reading hypotheses that are clearly not one digit are kept too,
+# labelled NOT_A_DIGIT (see not_one_digit). Pieces in between (a digit that
+# lost a bit to a cut, or kept a neighbour's hook) are left out: they look
+# like the right cuts of touching digits, which must stay sure.
+PART_IOU = 0.35
+JOINED_COVER = 0.6
+# Narrow pieces are left out too: a stroke of a 4 or a 0 looks like a 1 once
+# framed, and only the row (segment's priors), not the model, can tell them.
+NOT_A_DIGIT = -1  # label of such a piece (source 2); training shows them as outliers
 
 
 def main(argv=None) -> int:
@@ -92,7 +101,7 @@ def crops_of(task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         _worker["clf"] = DigitClassifier(model, threads=1)
     digits, digit_labels = _worker["mnist"]
     clf = _worker["clf"]
-    pixels, labels = [], []
+    pixels, labels, sources = [], [], []
     for i in range(lo, hi):
         rng = np.random.default_rng([seed, 0 if kind == "digit" else 1, i])
         try:
@@ -101,18 +110,45 @@ def crops_of(task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                 sample = make_digit(rng, digits[k], digit_labels[k], MAX_SIDE)
                 pixels.append(chosen_view(clf, preprocess_digit(sample.image, clf.input_size)))
                 labels.append(int(digit_labels[k]))
+                sources.append(0)
             else:
                 ks = rng.integers(len(digits), size=int(rng.integers(3, 7)))
                 sample = make_number(rng, [digits[k] for k in ks], [digit_labels[k] for k in ks], MAX_SIDE)
-                pieces = choose(clf, [segment_number(sample.image, clf.input_size)])[0]
+                slots = segment_number(sample.image, clf.input_size)
+                pieces = choose(clf, [slots])[0]
+                kept = set()
                 if len(pieces) == len(ks):
                     pixels.extend(crop.pixels for crop, _ in pieces)
                     labels.extend(int(digit_labels[k]) for k in ks)
+                    sources.extend([1] * len(ks))
+                    kept = {id(crop) for crop, _ in pieces}
+                junk = [c for c in unique_crops(slots) if id(c) not in kept and c.box[2] >= NARROW_ONE * c.box[3]
+                        and not_one_digit(c.box, sample.meta["digit_boxes"])]
+                pixels.extend(c.pixels for c in junk)
+                labels.extend([NOT_A_DIGIT] * len(junk))
+                sources.extend([2] * len(junk))
         except RuntimeInputError:
             continue  # no ink found: nothing to learn from
     images = np.clip(np.array(pixels, np.float32).reshape(-1, 28, 28) * 255 + 0.5, 0, 255).astype(np.uint8)
-    source = np.full(len(labels), 0 if kind == "digit" else 1, np.int8)
-    return images, np.array(labels, np.int64), source
+    return images, np.array(labels, np.int64), np.array(sources, np.int8)
+
+
+def unique_crops(slots) -> list:
+    """Every piece of every reading hypothesis of a row, once."""
+    return list({id(c): c for slot in slots for h in slot.hypotheses for c in h.crops}.values())
+
+
+def not_one_digit(box, digit_boxes) -> bool:
+    """Clearly not one digit: the piece overlaps none of the digits' boxes
+    much (intersection over union under PART_IOU: a part of one, a speck)
+    or holds most of two of them (two joined). Boxes are [x, y, w, h]."""
+    x, y, w, h = box
+    ious, covers = [], []
+    for bx, by, bw, bh in filter(None, digit_boxes):
+        inter = (max(0, min(x + w, bx + bw) - max(x, bx))) * max(0, min(y + h, by + bh) - max(y, by))
+        ious.append(inter / (w * h + bw * bh - inter))
+        covers.append(inter / (bw * bh))
+    return max(ious, default=0.0) < PART_IOU or sum(c >= JOINED_COVER for c in covers) >= 2
 
 
 def chosen_view(clf: DigitClassifier, crop) -> np.ndarray:

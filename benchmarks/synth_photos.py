@@ -96,19 +96,23 @@ def random_pen(rng: np.random.Generator) -> dict:
     return {"mode": "marker", "grow": float(rng.uniform(0.015, 0.04))}
 
 
-def rotate(alpha: np.ndarray, angle: float) -> np.ndarray:
+def rotate(alpha: np.ndarray, angle: float, flags: int = cv2.INTER_LINEAR) -> np.ndarray:
     h, w = alpha.shape
     m = cv2.getRotationMatrix2D((w / 2, h / 2), angle, 1.0)
     cos, sin = abs(m[0, 0]), abs(m[0, 1])
     nw, nh = int(h * sin + w * cos) + 2, int(h * cos + w * sin) + 2
     m[0, 2] += nw / 2 - w / 2
     m[1, 2] += nh / 2 - h / 2
-    return cv2.warpAffine(alpha, m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=0)
+    return cv2.warpAffine(alpha, m, (nw, nh), flags=flags, borderValue=0)
 
 
 def trim(alpha: np.ndarray) -> np.ndarray:
+    return alpha[ink_window(alpha)]
+
+
+def ink_window(alpha: np.ndarray) -> tuple[slice, slice]:
     ys, xs = np.nonzero(alpha > 0.02)
-    return alpha[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1)
 
 
 # ------------------------------------------------------------ scene
@@ -318,6 +322,7 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
     height = max(p.shape[0] for p in parts) + int(0.2 * H) + 20
     width = sum(p.shape[1] for p in parts) + int(0.5 * H * len(parts)) + 20
     row = np.zeros((height, width), np.float32)
+    owner = np.zeros((height, width), np.uint8)  # 1 + index of the digit whose ink is there
     x = 10
     for i, p in enumerate(parts):
         ph, pw = p.shape
@@ -325,11 +330,29 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
         if i > 0:
             x = _touching_x(row, p, y) + int(round(gaps[i - 1] * H))
         row[y:y + ph, x:x + pw] = np.maximum(row[y:y + ph, x:x + pw], p)
-    alpha = trim(rotate(row, rng.uniform(-15, 15) * (0.5 if len(parts) > 4 else 1.0)))
-    img, meta = compose(rng, alpha, "number", max_side)
+        owner[y:y + ph, x:x + pw][p > 0.3] = i + 1
+    angle = rng.uniform(-15, 15) * (0.5 if len(parts) > 4 else 1.0)
+    rotated = rotate(row, angle)
+    window = ink_window(rotated)
+    img, meta = compose(rng, rotated[window], "number", max_side)
     meta["pen"] = pen["mode"]
     meta["gaps"] = [round(g, 3) for g in gaps]
+    meta["digit_boxes"] = digit_boxes(rotate(owner, angle, cv2.INTER_NEAREST)[window], meta["box"], len(parts))
     return Sample(img, "".join(str(int(l)) for l in labels), "number", meta)
+
+
+def digit_boxes(owner: np.ndarray, box: list[int], count: int) -> list[list[int]]:
+    """[x, y, w, h] of each digit's ink in the photo, from the owner map of
+    the row as placed at ``box`` (compose's [x0, y0, w, h]); [] for a digit
+    scaled away."""
+    x0, y0, w, h = box
+    placed = cv2.resize(owner, (w, h), interpolation=cv2.INTER_NEAREST)
+    boxes = []
+    for i in range(1, count + 1):
+        ys, xs = np.nonzero(placed == i)
+        boxes.append([int(x0 + xs.min()), int(y0 + ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+                     if xs.size else [])
+    return boxes
 
 
 def _touching_x(row: np.ndarray, part: np.ndarray, y: int) -> int:

@@ -193,6 +193,30 @@ def test_photo_crops_teach_what_the_training_split_lacks(tmp_path):
     assert accuracy > 0.8, accuracy
 
 
+def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path):
+    # Crops labelled -1 (pieces that are no digit) must leave the model
+    # unsure of their kind (left halves of digits, here), which the same run
+    # without them is fairly sure of.
+    import numpy as np
+    from train.idx import load_split
+
+    data = write_dataset(tmp_path / "data", n_train=1000)
+    images, labels = load_split(data, "train")
+    scribbles = np.where(np.arange(28) < 14, images[200:800], 0).astype(np.uint8)
+    crops = tmp_path / "crops.npz"
+    np.savez(crops, images=np.concatenate([images[:200], scribbles[:400]]),
+             labels=np.concatenate([labels[:200].astype(np.int64), np.full(400, -1)]))
+    held_out = torch.from_numpy(scribbles[400:]).float().div(255).sub(0.5).div(0.5).unsqueeze(1)
+    sureness = {}
+    for name, extra in (("with", dict(photo_crops=[str(crops)], photo_share=0.5)), ("without", {})):
+        cfg = small_config(tmp_path / name, data, train_subset=0, val_size=100, epochs=2, augment=False, **extra)
+        trainer.train(cfg)
+        model = checkpoint.load_model(checkpoint.load(tmp_path / name / "best.pt")).eval()
+        with torch.no_grad():
+            sureness[name] = model(held_out).softmax(1).max(1).values.mean().item()
+    assert sureness["with"] < 0.3 < sureness["without"], sureness
+
+
 def test_bad_photo_crops_file_is_named(tmp_path, capsys):
     data = write_dataset(tmp_path / "data")
     bad = tmp_path / "crops.npz"

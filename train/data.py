@@ -81,9 +81,13 @@ def load_splits(data_dir: Path, dataset: str, val_size: int, seed: int) -> Split
                   test_x, test_y.long(), DATASETS[dataset][1])
 
 
+NOT_A_DIGIT = -1  # label of a training input that is no digit (trained toward a flat distribution)
+
+
 def load_photo_crops(path: str | Path, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The labelled model inputs of a photo-crops file (docs/FORMATS.md) as
-    (uint8 [N, 28, 28], int64 [N]). No pickles: arrays only."""
+    (uint8 [N, 28, 28], int64 [N]; NOT_A_DIGIT for a piece that is no digit).
+    No pickles: arrays only."""
     try:
         with np.load(path, allow_pickle=False) as z:
             images, labels = z["images"], z["labels"]
@@ -92,8 +96,8 @@ def load_photo_crops(path: str | Path, num_classes: int) -> tuple[torch.Tensor, 
     if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28) or len(labels) != len(images):
         raise DataError(f"{path}: expected images uint8 [N, 28, 28] and N labels, "
                         f"got {images.dtype} {list(images.shape)} and {len(labels)} labels")
-    if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
-        raise DataError(f"{path}: labels outside 0..{num_classes - 1}")
+    if len(labels) and not NOT_A_DIGIT <= labels.min() <= labels.max() < num_classes:
+        raise DataError(f"{path}: labels outside {NOT_A_DIGIT}..{num_classes - 1}")
     return torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))
 
 

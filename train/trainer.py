@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from . import checkpoint, plots
 from .config import TrainConfig
-from .data import Splits, load_photo_crops, load_splits, random_affine, resolve_data_dir, to_input
+from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, resolve_data_dir, to_input
 from .files import atomic_output
 from .models import build_model, count_parameters
 from .pieces import make_cut_pieces, make_outliers
@@ -158,7 +158,8 @@ def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
     images, labels = splits.train_x.cpu(), splits.train_y.cpu()
     pools = {}
     if cfg.outliers:
-        pools["outliers"] = (make_outliers(images, size, cfg.seed).to(device), None)
+        outliers = make_outliers(images, size, cfg.seed)
+        pools["outliers"] = (outliers.to(device), torch.full((len(outliers),), NOT_A_DIGIT, device=device))
     if cfg.cut_pieces:
         pools["cut_pieces"] = tuple(t.to(device) for t in make_cut_pieces(images, labels, size, cfg.seed + 1))
     if bool(cfg.photo_share) != bool(cfg.photo_crops):
@@ -171,16 +172,15 @@ def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
 
 def make_batch(cfg: TrainConfig, splits: Splits, pools: dict, idx: torch.Tensor,
                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """The digits at ``idx``, then cut pieces and photo crops (with labels),
-    then outliers (no labels: they are the rows past the last label)."""
+    """The digits at ``idx``, then cut pieces, photo crops and outliers;
+    outliers (and photo crops that are not one digit) are labelled NOT_A_DIGIT."""
     images, labels = [splits.train_x[idx]], [splits.train_y[idx]]
     for name, share in (("cut_pieces", cfg.cut_pieces), ("photo_crops", cfg.photo_share), ("outliers", cfg.outliers)):
         if name in pools:
             pool_images, pool_labels = pools[name]
             pick = torch.randint(len(pool_images), (round(share * len(idx)),), generator=gen).to(idx.device)
             images.append(pool_images[pick])
-            if pool_labels is not None:
-                labels.append(pool_labels[pick])
+            labels.append(pool_labels[pick])
     x = to_input(torch.cat(images), cfg.mean, cfg.std, channels_last=True)
     return (random_affine(x, gen) if cfg.augment else x), torch.cat(labels)
 
@@ -206,10 +206,11 @@ def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device,
                 model.train()
                 with autocast(device):
                     all_logits = model(x).float()
-                    logits = all_logits[:len(y)]
+                    digit = y != NOT_A_DIGIT
+                    logits, y = all_logits[digit], y[digit]
                     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-                    if len(all_logits) > len(y):  # outliers: cross-entropy to the uniform distribution
-                        loss = loss - cfg.outlier_weight * F.log_softmax(all_logits[len(y):], 1).mean()
+                    if not digit.all():  # outliers: cross-entropy to the uniform distribution
+                        loss = loss - cfg.outlier_weight * F.log_softmax(all_logits[~digit], 1).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
