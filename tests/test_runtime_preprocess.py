@@ -314,8 +314,9 @@ def test_synthetic_photos_reach_the_floors(mnist, clf):
     touching digits (read less reliably: cuts between touching, slanted
     digits are rarely clean) and all rows. This set is small (34 and 26
     rows), so each guard sits three rows below what the shipped model and
-    runtime reach here (separate 0.91, touching 0.65, all 0.80); the
-    previous model, trained on clean digits only, reached 0.85 / 0.54 / 0.72.
+    runtime reach here (separate 0.91, touching 0.77, all 0.85); the model
+    before it, not shown pieces that are no digit, reached 0.91 / 0.65 / 0.80,
+    and one trained on clean digits only 0.85 / 0.54 / 0.72.
     See benchmarks/realworld.py for the full figures."""
     from benchmarks.synth_photos import generate_set
 
@@ -341,5 +342,5 @@ def test_synthetic_photos_reach_the_floors(mnist, clf):
     overall = np.mean(right[False] + right[True])
     assert digit_acc >= 0.95, f"single digits {digit_acc:.3f}"
     assert separate >= 0.82, f"numbers without touching digits {separate:.3f} (n={len(right[False])})"
-    assert touching >= 0.54, f"numbers with touching digits {touching:.3f} (n={len(right[True])})"
-    assert overall >= 0.75, f"all numbers {overall:.3f} (n={len(right[False]) + len(right[True])})"
+    assert touching >= 0.65, f"numbers with touching digits {touching:.3f} (n={len(right[True])})"
+    assert overall >= 0.80, f"all numbers {overall:.3f} (n={len(right[False]) + len(right[True])})"
