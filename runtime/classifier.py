@@ -10,7 +10,7 @@ import numpy as np
 from .errors import NoDigitFound, RuntimeInputError
 from .imageio import read_image
 from .model import load_session, softmax
-from .preprocess import DigitCrop, preprocess_digit, zoomed
+from .preprocess import DigitCrop, preprocess_digit, viewed
 
 DEFAULT_BATCH = 64
 
@@ -96,16 +96,17 @@ class DigitClassifier:
             out.append(softmax(logits.astype(np.float64)).astype(np.float32))
         return np.concatenate(out)
 
-    def predictions(self, crops: Sequence[DigitCrop], zooms: Sequence[float] = ()) -> list[Prediction]:
+    def predictions(self, crops: Sequence[DigitCrop],
+                    views: Sequence[tuple[float, float]] = ()) -> list[Prediction]:
         """Classify already preprocessed crops, in one batch. A crop with
         alternative readings (uncertain ink polarity) gets the reading the
-        model is surest of. ``zooms``: also classify each crop scaled by
-        these factors and average the probabilities."""
+        model is surest of. ``views``: also classify each crop scaled and
+        turned by these (scale, degrees) and average the probabilities."""
         if not crops:
             return []
         candidates = [(i, c) for i, crop in enumerate(crops) for c in (crop, *crop.alternatives)]
-        views = [v for _, c in candidates for v in (c.pixels, *(zoomed(c.pixels, z) for z in zooms))]
-        probs = self.predict_pixels(np.stack(views)).reshape(len(candidates), 1 + len(zooms), -1).mean(axis=1)
+        inputs = [v for _, c in candidates for v in (c.pixels, *(viewed(c.pixels, *view) for view in views))]
+        probs = self.predict_pixels(np.stack(inputs)).reshape(len(candidates), 1 + len(views), -1).mean(axis=1)
         best: dict[int, Prediction] = {}
         for (i, c), p in zip(candidates, probs):
             pred = self._prediction(p, c.box)

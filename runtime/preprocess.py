@@ -548,10 +548,11 @@ def fit_and_centre(soft: np.ndarray, size: int = 28) -> np.ndarray:
     return np.clip(out / peak, 0, 1)  # MNIST strokes reach full white
 
 
-def zoomed(pixels: np.ndarray, factor: float) -> np.ndarray:
-    """A model input scaled by ``factor`` about the frame's centre."""
+def viewed(pixels: np.ndarray, scale: float, degrees: float = 0.0) -> np.ndarray:
+    """A model input scaled by ``scale`` and turned by ``degrees``
+    (counter-clockwise) about the frame's centre."""
     size = pixels.shape[0]
-    m = cv2.getRotationMatrix2D((size / 2, size / 2), 0, factor)
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), degrees, scale)
     return cv2.warpAffine(pixels, m, (size, size), flags=cv2.INTER_LINEAR, borderValue=0)
 
 

@@ -55,10 +55,11 @@ STEP = 0.06  # cuts start this share of the row height apart (and at projection 
 JUMP_COST = 0.01  # per column a cut moves sideways through the paper between rows
 # A piece between two cuts is framed less surely than a whole digit (a hook
 # of the neighbour left on, a bit of its own cut off): its probabilities are
-# averaged over the piece as framed and slightly smaller and larger, which
-# steadies the confidences that pick the cuts (+2 points of numbers on
-# seeds 1-4 of benchmarks/synth_photos.py with the shipped model).
-PIECE_ZOOMS = (0.9, 1.1)
+# averaged over the piece as framed, slightly smaller and larger, and turned
+# a little either way, which steadies the confidences that pick the cuts
+# (seeds 1-4 of benchmarks/synth_photos.py: the zooms +2 points of numbers
+# with the model shipped then; the turns 3 rows of 1,200 with today's).
+PIECE_VIEWS = ((0.9, 0.0), (1.1, 0.0), (1.0, 8.0), (1.0, -8.0))  # (scale, degrees)
 # A 1 written over its neighbour (_one_strokes; seeds 1-4: 7 rows fixed, 1 broken):
 ONE_COVER = 0.85  # a 1 is a straight stroke inked over this share of the mark's height
 ONE_SLANT = 24  # degrees either way
@@ -108,7 +109,7 @@ def choose(classifier, layouts: list[list[Slot]]) -> list[list[tuple[DigitCrop, 
     plus prior. Per layout: its digits' (crop, prediction), left to right."""
     # Hypotheses of one mark share pieces: classify each crop once.
     unique = {id(c): c for slots in layouts for s in slots for h in s.hypotheses for c in h.crops}
-    preds = dict(zip(unique, classifier.predictions(list(unique.values()), zooms=PIECE_ZOOMS)))
+    preds = dict(zip(unique, classifier.predictions(list(unique.values()), views=PIECE_VIEWS)))
     chosen = []
     for slots in layouts:
         digits = []

@@ -100,22 +100,28 @@ def test_clean_mnist_digits_give_the_models_own_answer(mnist, clf):
 
 
 @needs_model
-def test_zoomed_views_are_averaged_in_one_batch(mnist, clf):
-    from runtime.preprocess import zoomed
+def test_views_are_averaged_in_one_batch(mnist, clf):
+    from runtime.preprocess import viewed
 
     images, _ = mnist
     crops = [preprocess_digit(im) for im in images[:20]]
     pixels = np.stack([c.pixels for c in crops])
     plain = clf.predictions(crops)
     assert [p.index for p in plain] == list(clf.predict_pixels(pixels).argmax(1))
-    views = [pixels] + [np.stack([zoomed(p, z) for p in pixels]) for z in (0.9, 1.1)]
-    expected = np.mean([clf.predict_pixels(v) for v in views], axis=0)
-    averaged = clf.predictions(crops, zooms=(0.9, 1.1))
+    views = ((0.9, 0.0), (1.1, 0.0), (1.0, 8.0))
+    inputs = [pixels] + [np.stack([viewed(p, *v) for p in pixels]) for v in views]
+    expected = np.mean([clf.predict_pixels(v) for v in inputs], axis=0)
+    averaged = clf.predictions(crops, views=views)
     assert np.allclose([p.probabilities for p in averaged], expected, atol=1e-6)
-    big = zoomed(pixels[0], 1.1)
+    big = viewed(pixels[0], 1.1)
     ys, xs = np.nonzero(big > 0.05)
     ys0, xs0 = np.nonzero(pixels[0] > 0.05)
     assert np.ptp(ys) > np.ptp(ys0) and abs(ys.mean() - ys0.mean()) < 1.5  # larger, same centre
+    bar = np.zeros((28, 28), np.float32)
+    bar[4:24, 13:15] = 1.0
+    turned = viewed(bar, 1.0, 8.0)  # counter-clockwise: the top leans left
+    ys, xs = np.nonzero(turned > 0.5)
+    assert xs[ys < 10].mean() < 13.5 < xs[ys > 18].mean()
 
 
 def test_enlarged_mnist_photo_is_rebuilt_close_to_the_original(mnist):
