@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
 from benchmarks import SHARED_DATA_DIR  # noqa: E402
 from benchmarks.synth_photos import make_digit, make_number  # noqa: E402
 from runtime import DigitClassifier, RuntimeInputError, preprocess_digit  # noqa: E402
-from runtime.segment import NARROW_ONE, choose, segment_number  # noqa: E402
+from runtime.segment import NARROW_ONE, choose, segment_number, unique_crops  # noqa: E402
 from train.files import atomic_output  # noqa: E402
 from train.idx import DATA_ENV, DataError, data_dir_from, load_split  # noqa: E402
 
@@ -131,11 +131,6 @@ def crops_of(task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             continue  # no ink found: nothing to learn from
     images = np.clip(np.array(pixels, np.float32).reshape(-1, 28, 28) * 255 + 0.5, 0, 255).astype(np.uint8)
     return images, np.array(labels, np.int64), np.array(sources, np.int8)
-
-
-def unique_crops(slots) -> list:
-    """Every piece of every reading hypothesis of a row, once."""
-    return list({id(c): c for slot in slots for h in slot.hypotheses for c in h.crops}.values())
 
 
 def not_one_digit(box, digit_boxes) -> bool:

@@ -107,9 +107,8 @@ def choose(classifier, layouts: list[list[Slot]]) -> list[list[tuple[DigitCrop, 
     """Classify every crop of every hypothesis of every layout in one batch,
     then keep, per slot, the hypothesis with the best joint log-confidence
     plus prior. Per layout: its digits' (crop, prediction), left to right."""
-    # Hypotheses of one mark share pieces: classify each crop once.
-    unique = {id(c): c for slots in layouts for s in slots for h in s.hypotheses for c in h.crops}
-    preds = dict(zip(unique, classifier.predictions(list(unique.values()), views=PIECE_VIEWS)))
+    unique = [c for slots in layouts for c in unique_crops(slots)]
+    preds = dict(zip(map(id, unique), classifier.predictions(unique, views=PIECE_VIEWS)))
     chosen = []
     for slots in layouts:
         digits = []
@@ -122,6 +121,12 @@ def choose(classifier, layouts: list[list[Slot]]) -> list[list[tuple[DigitCrop, 
             digits.extend(max(scored, key=lambda t: t[0])[1])
         chosen.append(digits)
     return chosen
+
+
+def unique_crops(slots: list[Slot]) -> list[DigitCrop]:
+    """Every piece of every hypothesis of a layout, once (hypotheses of one
+    mark share pieces: each is classified once)."""
+    return list({id(c): c for s in slots for h in s.hypotheses for c in h.crops}.values())
 
 
 def segment_number(image: np.ndarray, size: int = 28) -> list[Slot]:

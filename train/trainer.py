@@ -151,9 +151,9 @@ def init_from(model, cfg: TrainConfig) -> None:
 
 
 def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
-    """Outliers and cut pieces (train/pieces.py) as (images, labels or None),
-    made once from the training split only, from the run's seed: a resumed
-    run makes the same pools; and the photo crops, if given."""
+    """Outliers and cut pieces (train/pieces.py) as (images, labels; outliers
+    NOT_A_DIGIT), made once from the training split only, from the run's
+    seed: a resumed run makes the same pools; and the photo crops, if given."""
     size = min(POOL, len(splits.train_x))
     images, labels = splits.train_x.cpu(), splits.train_y.cpu()
     pools = {}
