@@ -8,6 +8,7 @@ from .checkpoint import CheckpointError
 from .config import DEFAULT_RECIPE, RECIPES, TrainConfig
 from .data import DATASETS, DataError
 from .models import ARCHS
+from .reader import train_reader
 from .trainer import Interrupted, train
 
 
@@ -36,6 +37,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--photo-crops", metavar="NPZ", nargs="+",
                    help="files of labelled model inputs cut out of photos by the runtime (python -m benchmarks.photo_crops)")
     p.add_argument("--photo-share", type=float, help="photo crops per digit in a batch")
+    p.add_argument("--photo-rows", metavar="NPZ", nargs="+",
+                   help="reader: files of rows cut out of photos by the runtime (python -m benchmarks.photo_rows); "
+                        "their share of a batch is --photo-share")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same architecture)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
@@ -67,7 +71,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        summary = train(config_from_args(args), resume=args.resume)
+        cfg = config_from_args(args)
+        summary = (train_reader if cfg.arch == "reader" else train)(cfg, resume=args.resume)
     except Interrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
         return 130
@@ -78,7 +83,9 @@ def main(argv=None) -> int:
           f"{summary['parameters']:,} parameters)")
     print(f"  best validation accuracy {100 * summary['val_accuracy']:.2f}% at iteration {summary['best_iteration']}")
     print(f"  test accuracy            {100 * summary['test_accuracy']:.2f}%")
-    print(f"  wrote best.pt, metrics.json, curves.png, confusion.png to {args.out_dir}")
+    if "clean_5_digit_row_accuracy" in summary:
+        print(f"  clean 5-digit test rows  {100 * summary['clean_5_digit_row_accuracy']:.2f}%")
+    print(f"  wrote best.pt, metrics.json, curves.png{'' if cfg.arch == 'reader' else ', confusion.png'} to {args.out_dir}")
     return 0
 
 

@@ -32,7 +32,8 @@ def save(obj: dict, path: str | os.PathLike) -> None:
 
 
 def make_checkpoint(model: torch.nn.Module, arch: str, arch_config: dict, *, mean: float, std: float,
-                    classes: list[str], dataset: str, train_config: dict, metrics: dict) -> dict:
+                    classes: list[str], dataset: str, train_config: dict, metrics: dict,
+                    input_spec: dict | None = None) -> dict:
     return {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -40,7 +41,7 @@ def make_checkpoint(model: torch.nn.Module, arch: str, arch_config: dict, *, mea
         "arch_config": dict(arch_config),
         "state_dict": {k: v.detach().float().cpu() if v.is_floating_point() else v.cpu()
                        for k, v in model.state_dict().items()},
-        "input": {"shape": [1, 28, 28], "range": [0.0, 1.0], "polarity": "light-on-dark"},
+        "input": input_spec or {"shape": [1, 28, 28], "range": [0.0, 1.0], "polarity": "light-on-dark"},
         "normalization": {"mean": float(mean), "std": float(std)},
         "classes": list(classes),
         "dataset": dataset,

@@ -22,6 +22,10 @@ RECIPES = {
 # The shipped model: the best recipe, also shown what the runtime's number reader cuts out of photos
 # (train/pieces.py): it reads rows of digits better, for about 0.15 points of MNIST test accuracy.
 RECIPES["photo"] = dict(RECIPES["best"], outliers=0.25, cut_pieces=0.2)
+# The row reader (train/reader.py): a whole row of digits read at once with CTC, on synthetic rows.
+# An epoch is as many rows as show each training digit about once (about 187 steps of 64 rows).
+RECIPES["reader"] = dict(arch="reader", arch_config={"widths": [16, 32, 64, 96]}, epochs=20, batch_size=64,
+                         lr=3e-3, weight_decay=5e-4, optimizer="adamw", schedule="onecycle", eval_interval=250)
 DEFAULT_RECIPE = "fast"
 
 
@@ -43,6 +47,7 @@ class TrainConfig:
     cut_pieces: float = 0.0            # digits cut from touching pairs (train/pieces.py) per digit in a batch
     photo_crops: list | None = None    # .npz files of labelled model inputs cut from photos (docs/FORMATS.md)
     photo_share: float = 0.0           # of those per digit in a batch
+    photo_rows: list | None = None     # reader: .npz files of rows the runtime cut from photos (docs/FORMATS.md)
     init: str | None = None            # start from this checkpoint's weights (fine-tuning)
     mean: float = 0.5                  # input normalisation, pixels in [0, 1]
     std: float = 0.5

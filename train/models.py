@@ -56,7 +56,40 @@ class EdgeCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-ARCHS = {"seed": SeedCNN, "edge": EdgeCNN}
+class RowReader(nn.Module):
+    """Reads a row of digits: a normalised [N, 1, 32, W] tensor (any W) to logits [N, W // 4, classes + 1].
+
+    Convolutions only (no LSTM): ONNX Runtime quantizes convolutions statically
+    to INT8, recurrent layers only dynamically. Two 2x2 poolings set the output
+    stride to 4 input columns; the height is then pooled alone down to 2 rows
+    and folded into channels, so each output step sees a tall, thin window.
+    Two dilated convolutions along the row widen that window to about four
+    digits, enough to tell where one touching digit ends and the next begins.
+    The last class is the CTC blank.
+    """
+
+    HEIGHT = 32
+    STRIDE = 4
+
+    def __init__(self, num_classes: int = 10, widths: tuple = (16, 32, 64, 96)):
+        super().__init__()
+        c1, c2, c3, c4 = widths
+        self.features = nn.Sequential(
+            *conv_bn(1, c1), nn.MaxPool2d(2),                                   # 32 -> 16, W/2
+            *conv_bn(c1, c2), nn.MaxPool2d(2),                                  # 16 -> 8,  W/4
+            *conv_bn(c2, c3), *conv_bn(c3, c3), nn.MaxPool2d((2, 1)),           # 8 -> 4
+            *conv_bn(c3, c4), nn.MaxPool2d((2, 1)),                             # 4 -> 2
+            nn.Conv2d(c4, c4, (2, 3), padding=(0, 1), bias=False), nn.BatchNorm2d(c4), nn.ReLU(),  # 2 -> 1
+            *[m for _ in range(2) for m in (nn.Conv2d(c4, c4, (1, 3), padding=(0, 2), dilation=(1, 2), bias=False),
+                                            nn.BatchNorm2d(c4), nn.ReLU())],
+        )
+        self.head = nn.Conv2d(c4, num_classes + 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x)).squeeze(2).transpose(1, 2)  # [N, T, classes + 1]
+
+
+ARCHS = {"seed": SeedCNN, "edge": EdgeCNN, "reader": RowReader}
 
 
 def build_model(arch: str, **config) -> nn.Module:
