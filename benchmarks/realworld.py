@@ -43,13 +43,14 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks import SHARED_DATA_DIR  # noqa: E402
+from benchmarks.machine import cpu_info  # noqa: E402
 from benchmarks.synth_photos import Sample, generate_set  # noqa: E402
 from runtime import DigitClassifier, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
 from runtime.model import default_threads  # noqa: E402
-from runtime.segment import resolve, segment_number  # noqa: E402
 from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
 
-FLOORS = {"single_digit_accuracy": 0.97, "number_exact_match": 0.85}
+FLOORS = {"single_digit_accuracy": 0.97, "number_exact_match": 0.96, "touching": 0.93, "tiny (<200px)": 0.80,
+          "overlapping 10-20%": 0.90, "clean_rows": 0.99}
 
 TORCH_SCRIPT = r"""
 import resource, sys, time
@@ -139,22 +140,22 @@ def run_digits(clf: DigitClassifier, paths: list[Path], samples: list[Sample], b
 
 
 def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) -> dict:
+    """The runtime's number path (as ``classify --number``): read, find the rows, read them."""
     correct, failures, per_group = 0, 0, defaultdict(lambda: [0, 0])
     digits_right = digits_total = 0
     start = time.perf_counter()
     for path, s in zip(paths, samples):
         try:
-            reading = resolve(clf, [segment_number(read_image(path), clf.input_size)])[0].number
+            reading = clf.reader.read_rows([clf.reader.rows(read_image(path))])[0].number
         except RuntimeInputError:
-            failures += 1
             reading = ""
+        failures += reading == ""
         ok = reading == s.label
         correct += ok
         if len(reading) == len(s.label):
             digits_right += sum(a == b for a, b in zip(reading, s.label))
         digits_total += len(s.label)
-        touching = any(g < 0 for g in s.meta.get("gaps", []))
-        for group in ["touching" if touching else "separate", *_groups(s)]:
+        for group in [_spacing(s), *(["ruled paper"] if s.meta.get("ruled") else []), *_groups(s)]:
             per_group[group][0] += ok
             per_group[group][1] += 1
     seconds = time.perf_counter() - start
@@ -162,6 +163,29 @@ def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) 
             "digits_right_when_count_right": digits_right / max(1, digits_total), "seconds": seconds,
             "by_condition": {k: round(v[0] / v[1], 4) for k, v in sorted(per_group.items())},
             "by_condition_n": {k: v[1] for k, v in sorted(per_group.items())}}
+
+
+def _spacing(s: Sample) -> str:
+    if s.meta.get("overlapping"):
+        return "overlapping 10-20%"
+    return "touching" if any(g < 0 for g in s.meta.get("gaps", [])) else "separate"
+
+
+def run_clean_rows(clf: DigitClassifier, images: np.ndarray, labels: np.ndarray, rows: int = 1000,
+                   count: int = 5) -> dict:
+    """Rows of ``count`` clean MNIST test digits side by side (their 28x28 frames, no photo effects)
+    through the whole number path."""
+    rng = np.random.default_rng(5)
+    picks = rng.integers(len(images), size=(rows, count))
+    right = 0
+    for ks in picks:
+        row = np.pad(np.hstack([images[k] for k in ks]), 8)
+        try:
+            reading = clf.read_number(row).number
+        except RuntimeInputError:
+            reading = ""
+        right += reading == "".join(str(int(labels[k])) for k in ks)
+    return {"exact_match": right / rows, "n": rows, "digits_per_row": count}
 
 
 def _groups(s: Sample) -> list[str]:
@@ -207,17 +231,22 @@ def run_clean_mnist(clf: DigitClassifier, images: np.ndarray, labels: np.ndarray
 
 
 def time_end_to_end(clf: DigitClassifier, sample: Sample, directory: Path, repeats: int = 60) -> dict:
+    """Median per stage for one 640x480 JPEG of ``sample``: a digit, or a number (rows, then the reader)."""
     image = cv2.resize(sample.image, (640, 480), interpolation=cv2.INTER_AREA)
-    path = directory / "frame640x480.jpg"
+    path = directory / f"{sample.kind}640x480.jpg"
     path.write_bytes(_encode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90]))
+    if sample.kind == "number":
+        prepare, infer = clf.reader.rows, lambda rows: clf.reader.read_rows([rows])
+    else:
+        prepare, infer = (lambda im: preprocess_digit(im, clf.input_size)), lambda crop: clf.predictions([crop])
     stages = defaultdict(list)
     for _ in range(repeats):
         t0 = time.perf_counter()
         img = read_image(path)
         t1 = time.perf_counter()
-        crop = preprocess_digit(img, clf.input_size)
+        prepared = prepare(img)
         t2 = time.perf_counter()
-        clf.predictions([crop])
+        infer(prepared)
         t3 = time.perf_counter()
         stages["decode"].append(t1 - t0)
         stages["preprocess"].append(t2 - t1)
@@ -226,17 +255,20 @@ def time_end_to_end(clf: DigitClassifier, sample: Sample, directory: Path, repea
     return {k: round(1000 * statistics.median(v), 2) for k, v in stages.items()}
 
 
-def webcam_fps(clf: DigitClassifier, samples: list[Sample], directory: Path, frames: int = 90) -> dict:
+def webcam_fps(clf: DigitClassifier, digits: list[Sample], numbers: list[Sample], directory: Path,
+               frames: int = 90) -> dict:
+    """Headless webcam loop on 640x480 videos: of digits in digit mode, of numbers in number mode."""
     from runtime.webcam import run
 
-    path = directory / "webcam640x480.mp4"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
-    for i in range(frames):
-        writer.write(cv2.resize(samples[(i // 10) % len(samples)].image, (640, 480), interpolation=cv2.INTER_AREA))
-    writer.release()
-    single = run(clf, str(path), number=False, display=False)
-    number = run(clf, str(path), number=True, display=False)
-    return {"digit_fps": round(single["fps"], 1), "number_fps": round(number["fps"], 1), "frames": single["frames"]}
+    fps = {}
+    for mode, samples in (("digit", digits), ("number", numbers)):
+        path = directory / f"webcam640x480_{mode}.mp4"
+        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (640, 480))
+        for i in range(frames):
+            writer.write(cv2.resize(samples[(i // 10) % len(samples)].image, (640, 480), interpolation=cv2.INTER_AREA))
+        writer.release()
+        fps[f"{mode}_fps"] = round(run(clf, str(path), number=mode == "number", display=False)["fps"], 1)
+    return {**fps, "frames": frames}
 
 
 LAUNCHER = r"""
@@ -287,43 +319,48 @@ def _summarise(runs: list[dict]) -> dict:
 
 
 def markdown(results: dict) -> str:
-    d, n, c = results["digits"], results["numbers"], results["clean_mnist"]
-    e, w, cs = results["end_to_end_ms"], results["webcam"], results["cold_start"]
+    n, c, e = results["numbers"], results["clean_rows"], results["number_end_to_end_ms"]
     lines = [
-        f"Model: `{results['model']['path']}` ({results['model']['precision']}, "
-        f"metadata test accuracy {results['model']['test_accuracy']}), {results['threads']} threads, "
+        f"Models: `{results['model']['path']}` ({results['model']['precision']}), reader "
+        f"`{results['model']['reader']}` ({results['model']['reader_precision']}); {results['threads']} threads; "
         f"{results['machine']}",
         "",
         "| measure | value | floor |",
         "| --- | --- | --- |",
-        f"| single-digit accuracy, synthetic photos (n={d['n']}) | {100 * d['accuracy']:.2f}% | "
-        f"{100 * FLOORS['single_digit_accuracy']:.0f}% |",
         f"| whole-number exact match (n={n['n']}) | {100 * n['exact_match']:.2f}% | "
         f"{100 * FLOORS['number_exact_match']:.0f}% |",
-        f"| naive tutorial preprocessing, same photos | {100 * results['naive_accuracy']:.2f}% | |",
-        f"| clean MNIST test through the runtime (n={c['n']}) | {100 * c['runtime_accuracy']:.2f}% | "
-        f"model direct {100 * c['model_direct_accuracy']:.2f}% (diff {c['difference_points']:+.3f} pts) |",
-        f"| MNIST as 4x enlarged noisy scans, full pipeline | {100 * c['enlarged_scans_accuracy']:.2f}% | |",
-        f"| end-to-end 640x480 JPEG (decode + preprocess + inference) | {e['total']:.1f} ms | |",
-        f"| &nbsp;&nbsp;decode / preprocess / inference | {e['decode']:.1f} / {e['preprocess']:.1f} / "
-        f"{e['inference']:.2f} ms | |",
-        f"| webcam loop, headless 640x480 (digit / number mode) | {w['digit_fps']:.1f} / {w['number_fps']:.1f} FPS | |",
-        f"| cold start `python -m runtime classify one.jpg` | {cs['onnxruntime']['wall_s']:.2f} s, "
-        f"peak RSS {cs['onnxruntime']['peak_rss_mb']:.0f} MB | |",
+        f"| clean rows of {c['digits_per_row']} MNIST test digits (n={c['n']}) | {100 * c['exact_match']:.2f}% | "
+        f"{100 * FLOORS['clean_rows']:.0f}% |",
+        f"| 640x480 number photo end to end (decode / rows / reader) | {e['total']:.1f} ms ({e['decode']:.1f} / "
+        f"{e['preprocess']:.1f} / {e['inference']:.2f}) | |",
     ]
-    if cs["torch"]:
-        lines.append(f"| same through torch (checkpoint) | {cs['torch']['wall_s']:.2f} s, "
-                     f"peak RSS {cs['torch']['peak_rss_mb']:.0f} MB | |")
-    else:
-        lines.append("| same through torch | skipped: no --checkpoint given | |")
-    lines += ["", "Breakdown (accuracy by condition):", "", "| condition | single digits | numbers |", "| --- | --- | --- |"]
-    keys = sorted(set(d["by_condition"]) | set(n["by_condition"]))
-    for k in keys:
-        a = d["by_condition"].get(k)
-        b = n["by_condition"].get(k)
+    if "digits" in results:
+        d, cm, e1, w, cs = (results[k] for k in ("digits", "clean_mnist", "end_to_end_ms", "webcam", "cold_start"))
+        lines += [
+            f"| single-digit accuracy, synthetic photos (n={d['n']}) | {100 * d['accuracy']:.2f}% | "
+            f"{100 * FLOORS['single_digit_accuracy']:.0f}% |",
+            f"| naive tutorial preprocessing, same photos | {100 * results['naive_accuracy']:.2f}% | |",
+            f"| clean MNIST test through the runtime (n={cm['n']}) | {100 * cm['runtime_accuracy']:.2f}% | "
+            f"model direct {100 * cm['model_direct_accuracy']:.2f}% (diff {cm['difference_points']:+.3f} pts) |",
+            f"| MNIST as 4x enlarged noisy scans, full pipeline | {100 * cm['enlarged_scans_accuracy']:.2f}% | |",
+            f"| 640x480 digit photo end to end (decode / preprocess / inference) | {e1['total']:.1f} ms "
+            f"({e1['decode']:.1f} / {e1['preprocess']:.1f} / {e1['inference']:.2f}) | |",
+            f"| webcam loop, headless 640x480 (digit / number mode) | {w['digit_fps']:.1f} / {w['number_fps']:.1f} FPS | |",
+            f"| cold start `python -m runtime classify one.jpg` | {cs['onnxruntime']['wall_s']:.2f} s, "
+            f"peak RSS {cs['onnxruntime']['peak_rss_mb']:.0f} MB | |",
+        ]
+        if cs["torch"]:
+            lines.append(f"| same through torch (checkpoint) | {cs['torch']['wall_s']:.2f} s, "
+                         f"peak RSS {cs['torch']['peak_rss_mb']:.0f} MB | |")
+    lines += ["", "Breakdown (accuracy by condition):", "", "| condition | single digits | numbers | floor |",
+              "| --- | --- | --- | --- |"]
+    d = results.get("digits", {"by_condition": {}, "by_condition_n": {}})
+    for k in sorted(set(d["by_condition"]) | set(n["by_condition"])):
+        a, b = d["by_condition"].get(k), n["by_condition"].get(k)
         fa = f"{100 * a:.1f}% (n={d['by_condition_n'][k]})" if a is not None else ""
         fb = f"{100 * b:.1f}% (n={n['by_condition_n'][k]})" if b is not None else ""
-        lines.append(f"| {k} | {fa} | {fb} |")
+        floor = f"{100 * FLOORS[k]:.0f}% (numbers)" if k in FLOORS else ""
+        lines.append(f"| {k} | {fa} | {fb} | {floor} |")
     return "\n".join(lines)
 
 
@@ -331,22 +368,31 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, default=600, help="single-digit photos (default 600)")
     p.add_argument("--numbers", type=int, default=None, help="number photos (default n/3)")
+    p.add_argument("--overlapping", type=int, default=None,
+                   help="number photos whose digits overlap by 10-20%% of their width (default numbers/2)")
+    p.add_argument("--ruled", type=int, default=None, help="number photos on ruled paper (default numbers/4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped INT8 model)")
+    p.add_argument("--reader", default=None, help="row-reader ONNX model (default: the shipped INT8 reader)")
     p.add_argument("--checkpoint", default=None, help="torch checkpoint for the cold-start comparison")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
     p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
     p.add_argument("--json-out", default=None, help="write all figures to this JSON file")
     p.add_argument("--keep", default=None, help="keep the generated photo files in this directory")
+    p.add_argument("--numbers-only", action="store_true", help="only the number figures (rows, timing)")
     args = p.parse_args(argv)
     n_numbers = args.numbers if args.numbers is not None else max(1, args.n // 3)
+    n_overlapping = args.overlapping if args.overlapping is not None else n_numbers // 2
+    n_ruled = args.ruled if args.ruled is not None else n_numbers // 4
+    n_digits = 0 if args.numbers_only else args.n
 
-    clf = DigitClassifier(args.model, threads=args.threads)
+    clf = DigitClassifier(args.model, threads=args.threads, reader=args.reader)
     threads = args.threads or default_threads()
     images, labels = load_split(data_dir_from(args.data_dir, SHARED_DATA_DIR), "test")
 
     t = time.perf_counter()
-    samples = generate_set(images, labels, args.n, n_numbers, seed=args.seed)
+    samples = generate_set(images, labels, n_digits, n_numbers, seed=args.seed, n_overlapping=n_overlapping,
+                           n_ruled=n_ruled)
     print(f"generated {len(samples)} photos in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     digit_samples = [s for s in samples if s.kind == "digit"]
     number_samples = [s for s in samples if s.kind == "number"]
@@ -358,23 +404,32 @@ def main(argv: list[str] | None = None) -> int:
         digit_paths, number_paths = paths[:len(digit_samples)], paths[len(digit_samples):]
         results = {
             "model": {"path": str(clf.info.path), "precision": clf.info.precision,
-                      "test_accuracy": clf.info.metadata.get("test_accuracy", "?"), "providers": clf.providers},
+                      "test_accuracy": clf.info.metadata.get("test_accuracy", "?"), "providers": clf.providers,
+                      "reader": str(clf.reader.info.path), "reader_precision": clf.reader.info.precision},
             "threads": threads,
-            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
+                       f"{cpu_info()[0]}, CPU flags: {' '.join(cpu_info()[1]) or 'none of interest'}",
             "seed": args.seed,
         }
-        results["digits"] = run_digits(clf, digit_paths, digit_samples)
         results["numbers"] = run_numbers(clf, number_paths, number_samples)
-        results["naive_accuracy"] = run_naive(clf, digit_paths, digit_samples)
-        results["clean_mnist"] = run_clean_mnist(clf, images, labels)
-        results["end_to_end_ms"] = time_end_to_end(clf, digit_samples[0], directory)
-        results["webcam"] = webcam_fps(clf, digit_samples[:9], directory)
-        results["cold_start"] = cold_start(args.model, args.checkpoint, directory / "frame640x480.jpg", threads)
+        results["clean_rows"] = run_clean_rows(clf, images, labels)
+        results["number_end_to_end_ms"] = time_end_to_end(clf, number_samples[0], directory)
+        if not args.numbers_only:
+            results["digits"] = run_digits(clf, digit_paths, digit_samples)
+            results["naive_accuracy"] = run_naive(clf, digit_paths, digit_samples)
+            results["clean_mnist"] = run_clean_mnist(clf, images, labels)
+            results["end_to_end_ms"] = time_end_to_end(clf, digit_samples[0], directory)
+            results["webcam"] = webcam_fps(clf, digit_samples[:9], number_samples[:9], directory)
+            results["cold_start"] = cold_start(args.model, args.checkpoint, directory / "digit640x480.jpg", threads)
+    by = results["numbers"]["by_condition"]
     results["floors_met"] = {
-        "single_digit_accuracy": results["digits"]["accuracy"] >= FLOORS["single_digit_accuracy"],
         "number_exact_match": results["numbers"]["exact_match"] >= FLOORS["number_exact_match"],
-        "clean_mnist_within_0.1_points": abs(results["clean_mnist"]["difference_points"]) <= 0.1,
+        **{k: by.get(k, 0.0) >= FLOORS[k] for k in ("touching", "tiny (<200px)", "overlapping 10-20%")},
+        "clean_rows": results["clean_rows"]["exact_match"] >= FLOORS["clean_rows"],
     }
+    if not args.numbers_only:
+        results["floors_met"]["single_digit_accuracy"] = results["digits"]["accuracy"] >= FLOORS["single_digit_accuracy"]
+        results["floors_met"]["clean_mnist_within_0.1_points"] = abs(results["clean_mnist"]["difference_points"]) <= 0.1
     print(markdown(results))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(results, indent=2))

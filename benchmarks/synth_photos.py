@@ -257,8 +257,25 @@ def camera(rng, img: np.ndarray) -> tuple[np.ndarray, dict]:
     return out, {"blur": round(float(blur), 2), "noise": round(float(noise), 3), "jpeg_q": q}
 
 
-def compose(rng, alpha: np.ndarray, kind: str, max_side: int, frac_range=(0.2, 0.8)) -> tuple[np.ndarray, dict]:
-    """Place an ink mask (already drawn at a nominal height) in a photo."""
+def ruled_lines(rng, surf, box):
+    """Light blue lines of ruled paper under the writing: one near the digits' foot, the others
+    a line height apart, slightly tilted, printed over the whole sheet."""
+    h, w = surf.shape[:2]
+    x0, y0, bw, bh = box
+    spacing = bh * rng.uniform(1.0, 1.6)
+    foot = y0 + bh * rng.uniform(0.85, 1.05)
+    tilt = rng.uniform(-0.015, 0.015)
+    width = max(1.0, bh * rng.uniform(0.015, 0.04))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    phase = np.mod(yy - foot - tilt * (xx - w / 2) + spacing / 2, spacing) - spacing / 2
+    line = np.clip(width / 2 + 0.5 - np.abs(phase), 0, 1)[..., None]
+    colour = np.array([rng.uniform(0.75, 0.95), rng.uniform(0.55, 0.8), rng.uniform(0.4, 0.7)], np.float32)  # BGR
+    return surf * (1 - line * (1 - colour))
+
+
+def compose(rng, alpha: np.ndarray, kind: str, max_side: int, frac_range=(0.2, 0.8),
+            ruled: bool = False) -> tuple[np.ndarray, dict]:
+    """Place an ink mask (already drawn at a nominal height) in a photo; ``ruled``: on ruled paper."""
     w, h = frame_size(rng, kind, max_side)
     lo, hi = frac_range
     if max(w, h) < 100:
@@ -274,9 +291,12 @@ def compose(rng, alpha: np.ndarray, kind: str, max_side: int, frac_range=(0.2, 0
     y0 = int(rng.uniform(0.02 * h, max(0.02 * h + 1, h - nh - 0.02 * h)))
     layer = np.zeros((h, w), np.float32)
     layer[y0:y0 + nh, x0:x0 + nw] = alpha[: h - y0, : w - x0]
-    chalk = rng.random() < 0.15
+    chalk = rng.random() < 0.15 and not ruled
     surf, ink = background(rng, h, w, chalk)
-    meta = {"size": [w, h], "frac": round(float(nh / h), 3), "chalk": bool(chalk), "box": [x0, y0, nw, nh]}
+    if ruled:
+        surf = ruled_lines(rng, surf, (x0, y0, nw, nh))
+    meta = {"size": [w, h], "frac": round(float(nh / h), 3), "chalk": bool(chalk), "box": [x0, y0, nw, nh],
+            **({"ruled": True} if ruled else {})}
     if chalk:
         # Chalk leaves grainy, partly covered strokes.
         grain = np.clip(0.55 + 0.45 * rng.random((h, w)).astype(np.float32), 0, 1)
@@ -307,18 +327,24 @@ def make_digit(rng: np.random.Generator, digit: np.ndarray, label: int, max_side
 TOUCHING = 0.15  # share of neighbouring digits that touch
 
 
-def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list[int], max_side: int = 4000) -> Sample:
+def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list[int], max_side: int = 4000,
+                overlap: tuple[float, float] | None = None, ruled: bool = False) -> Sample:
     """3-6 digits in a row, varied spacing, some slightly touching.
 
     Spacing is measured between the inks, row by row (slanted digits'
     boxes overlap long before their strokes do): a gap of g means the
     closest strokes are g apart; a touching pair overlaps by at most 3% of
-    the digit height where the strokes meet."""
+    the digit height where the strokes meet. ``overlap=(lo, hi)``: instead,
+    every neighbour's strokes reach into the previous digit's by lo..hi of
+    the two digits' mean width (a hurried writer's touching digits)."""
     pen = random_pen(rng)
     H = 120
     parts = [trim(digit_alpha(rng, d, int(H * rng.uniform(0.9, 1.1)), pen)) for d in digits]
-    gaps = [float(rng.uniform(-0.03, 0.0)) if rng.random() < TOUCHING else float(rng.uniform(0.05, 0.45))
-            for _ in parts[1:]]
+    if overlap is None:
+        gaps = [float(rng.uniform(-0.03, 0.0)) if rng.random() < TOUCHING else float(rng.uniform(0.05, 0.45))
+                for _ in parts[1:]]
+    else:  # in pixels of the drawn row, then as a share of H like the gaps above
+        gaps = [-float(rng.uniform(*overlap)) * (a.shape[1] + b.shape[1]) / 2 / H for a, b in zip(parts, parts[1:])]
     height = max(p.shape[0] for p in parts) + int(0.2 * H) + 20
     width = sum(p.shape[1] for p in parts) + int(0.5 * H * len(parts)) + 20
     row = np.zeros((height, width), np.float32)
@@ -334,7 +360,7 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
     angle = rng.uniform(-15, 15) * (0.5 if len(parts) > 4 else 1.0)
     rotated = rotate(row, angle)
     window = ink_window(rotated)
-    img, meta = compose(rng, rotated[window], "number", max_side)
+    img, meta = compose(rng, rotated[window], "number", max_side, ruled=ruled)
     meta["pen"] = pen["mode"]
     meta["gaps"] = [round(g, 3) for g in gaps]
     meta["digit_boxes"] = digit_boxes(rotate(owner, angle, cv2.INTER_NEAREST)[window], meta["box"], len(parts))
@@ -372,10 +398,15 @@ def _touching_x(row: np.ndarray, part: np.ndarray, y: int) -> int:
     return x
 
 
+OVERLAPPING = (0.10, 0.20)  # the overlapping numbers: strokes reach this far into the neighbour
+
+
 def generate_set(images: np.ndarray, labels: np.ndarray, n_digits: int, n_numbers: int, seed: int = 0,
-                 max_side: int = 4000) -> list[Sample]:
-    """``n_digits`` single digits then ``n_numbers`` numbers from the given
-    (MNIST test) images; sample ``i`` depends only on (seed, i).
+                 max_side: int = 4000, n_overlapping: int = 0, n_ruled: int = 0) -> list[Sample]:
+    """``n_digits`` single digits, ``n_numbers`` numbers, ``n_overlapping`` numbers whose
+    neighbours' strokes overlap by OVERLAPPING of their mean width, then ``n_ruled`` numbers on
+    ruled paper, from the given (MNIST test) images; sample ``i`` of each kind depends only on
+    (seed, kind, i).
     ``max_side`` < 4000 leaves out the 4000x3000 photos and caps sizes."""
     out = []
     for i in range(n_digits):
@@ -391,6 +422,14 @@ def generate_set(images: np.ndarray, labels: np.ndarray, n_digits: int, n_number
         sample = make_number(rng, [images[k] for k in ks], [labels[k] for k in ks], max_side)
         sample.meta["mnist_index"] = [int(k) for k in ks]
         out.append(sample)
+    for stream, count, options in ((2, n_overlapping, {"overlap": OVERLAPPING}), (3, n_ruled, {"ruled": True})):
+        for i in range(count):
+            rng = np.random.default_rng([seed, stream, i])
+            ks = rng.integers(len(images), size=int(rng.integers(3, 7)))
+            sample = make_number(rng, [images[k] for k in ks], [labels[k] for k in ks], max_side, **options)
+            sample.meta["mnist_index"] = [int(k) for k in ks]
+            sample.meta["overlapping"] = "overlap" in options
+            out.append(sample)
     return out
 
 

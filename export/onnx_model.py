@@ -53,20 +53,23 @@ def wrap(ckpt: dict, model: nn.Module) -> PixelModel:
     return PixelModel(model, norm["mean"], norm["std"]).eval()
 
 
-def export_graph(module: PixelModel, opset: int = DEFAULT_OPSET) -> onnx.ModelProto:
-    """Export with the torch.export-based exporter (torch's default) and a dynamic batch axis.
+def export_graph(module: PixelModel, opset: int = DEFAULT_OPSET, example: torch.Tensor | None = None,
+                 dynamic_axes: dict[int, str] | None = None) -> onnx.ModelProto:
+    """Export with the torch.export-based exporter (torch's default) and a dynamic batch axis
+    (``dynamic_axes``: more dynamic input axes, e.g. a row reader's width).
 
     Its optimizer folds constants and BatchNorm into the convolutions, leaving
     only standard ops (Sub, Div, Conv, Relu, MaxPool, Reshape, Gemm). The
     legacy TorchScript exporter gives the same graph but is deprecated.
     """
-    example = torch.rand(2, 1, 28, 28)
+    example = torch.rand(2, 1, 28, 28) if example is None else example
+    axes = {axis: torch.export.Dim(name) for axis, name in (dynamic_axes or {0: "N"}).items()}
     try:
         with quiet_exporter(), torch.no_grad():
             program = torch.onnx.export(
                 module, (example,), None, dynamo=True, opset_version=opset, external_data=False,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_shapes={"pixels": {0: torch.export.Dim("N")}}, optimize=True, verbose=False)
+                dynamic_shapes={"pixels": axes}, optimize=True, verbose=False)
     except Exception as e:  # the exporter raises many types; all mean the same thing to the user
         raise ExportError(f"torch.onnx.export failed: {first_line(e)}") from None
     model = program.model_proto

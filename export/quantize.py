@@ -111,8 +111,10 @@ def load_fp32(path: str | os.PathLike) -> tuple[onnx.ModelProto, dict[str, str]]
 
 
 def quantize_int8(fp32_path: str | os.PathLike, calibration: np.ndarray,
-                  method: str = DEFAULT_METHOD) -> onnx.ModelProto:
-    """Pre-process, calibrate and quantize; intermediate files live in a private temporary directory."""
+                  method: str = DEFAULT_METHOD, float_head: bool = False) -> onnx.ModelProto:
+    """Pre-process, calibrate and quantize; intermediate files live in a private temporary directory.
+    ``float_head``: the last convolution stays float (a row reader's per-step scores: 8-bit logits
+    would flatten the confidences read from them)."""
     with tempfile.TemporaryDirectory(prefix="edge-digits-quant.") as work, quiet_quantizer():
         pre, out = Path(work) / "pre.onnx", Path(work) / "int8.onnx"
         try:
@@ -120,6 +122,8 @@ def quantize_int8(fp32_path: str | os.PathLike, calibration: np.ndarray,
             quant_pre_process(str(fp32_path), str(pre))
             model = onnx.load(pre)
             keep_float = keep_narrow_convs_float(model)
+            if float_head:
+                keep_float.append([n.name for n in model.graph.node if n.op_type == "Conv"][-1])
             onnx.save(model, pre)
             quantize_static(str(pre), str(out), TrainingImages(calibration), calibrate_method=METHODS[method],
                             nodes_to_exclude=keep_float, extra_options=EXTRA_OPTIONS, **SETTINGS)
@@ -246,6 +250,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out) if args.out else variant_path(args.model, "int8")
+    from .reader import is_reader_model, quantize_reader
+
+    if is_reader_model(args.model):
+        try:
+            path, size, seconds, p = quantize_reader(args.model, out, args.data_dir, args.method)
+        except (DataError, ExportError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"wrote {path} ({size / 1024:.1f} KiB, made in {seconds:.1f} s)")
+        print(f"  vs FP32 on {p.rows} test rows: same string {p.string_agreement:.2%}, exact rows {p.accuracy:.2%} "
+              f"(FP32 {p.reference_accuracy:.2%})")
+        return 0
     fp16_out = variant_path(args.model, "fp16", out.parent) if args.fp16 else None
     try:
         results = make_variants(args.model, out, args.data_dir, args.calibration_size, args.method, fp16_out,

@@ -26,6 +26,7 @@ from .errors import ExportError
 from .onnx_model import (DEFAULT_OPSET, check_file, export_graph, metadata, open_session, run_session,
                          set_metadata, wrap)
 from .parity import Parity, compare, torch_logits
+from .reader import export_reader, is_reader_checkpoint
 from .verify import check_fp32_parity, check_interface, check_metadata, session_metadata
 
 # Float32 logits of ~10-30 in magnitude: ORT's kernels and the folded BatchNorm
@@ -104,6 +105,12 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
     try:
+        if is_reader_checkpoint(args.checkpoint):
+            path, size, p = export_reader(args.checkpoint, out, args.data_dir, args.opset)
+            print(f"wrote {path} ({size / 1024:.1f} KiB)")
+            print(f"  vs PyTorch on {p.rows} test rows: same string {p.string_agreement:.2%}, max |logit diff| "
+                  f"{p.max_abs_diff:.2g}, exact rows {p.accuracy:.2%}")
+            return 0
         r = export_checkpoint(args.checkpoint, out, args.data_dir, args.opset, args.tolerance)
     except (CheckpointError, DataError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,11 +7,13 @@ Needs only onnxruntime (or onnxruntime-gpu), numpy and OpenCV.
     print(clf.classify_one("photo.jpg").digit)
     print(clf.read_number("row.jpg").number)
 """
-from .classifier import DigitClassifier, NumberReading, Prediction
+from .classifier import DigitClassifier
 from .errors import ModelError, NoDigitFound, RuntimeInputError
 from .imageio import decode_image, read_image, to_uint8
-from .model import DEFAULT_MODEL, ModelInfo, load_session
+from .model import DEFAULT_MODEL, DEFAULT_READER, ModelInfo, load_session
 from .preprocess import DigitCrop, preprocess_digit
+from .reader import NumberReader
+from .results import NumberReading, Prediction
 
 
 def read_number(image, classifier: "DigitClassifier | None" = None) -> NumberReading:
@@ -20,7 +22,7 @@ def read_number(image, classifier: "DigitClassifier | None" = None) -> NumberRea
 
 
 __all__ = [
-    "DEFAULT_MODEL", "DigitClassifier", "DigitCrop", "ModelError", "ModelInfo", "NoDigitFound", "NumberReading",
+    "DEFAULT_MODEL", "DEFAULT_READER", "DigitClassifier", "DigitCrop", "ModelError", "ModelInfo", "NoDigitFound", "NumberReader", "NumberReading",
     "Prediction", "RuntimeInputError", "decode_image", "load_session", "preprocess_digit", "read_image",
     "read_number", "to_uint8",
 ]

@@ -2,49 +2,17 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from .errors import NoDigitFound, RuntimeInputError
+from .errors import ModelError, NoDigitFound, RuntimeInputError
 from .imageio import read_image
 from .model import load_session, softmax
 from .preprocess import DigitCrop, preprocess_digit, viewed
+from .results import NumberReading, Prediction
 
 DEFAULT_BATCH = 64
-
-
-@dataclass
-class Prediction:
-    """One digit: its label (a string from the model's ``classes``), the
-    model's probability for it, all probabilities, and where it was."""
-
-    label: str
-    index: int
-    confidence: float
-    probabilities: np.ndarray
-    box: tuple[int, int, int, int] | None = None  # x, y, w, h in the input image
-
-    @property
-    def digit(self) -> str:
-        return self.label
-
-
-@dataclass
-class NumberReading:
-    """Digits read left to right."""
-
-    digits: list[Prediction] = field(default_factory=list)
-
-    @property
-    def number(self) -> str:
-        return "".join(d.label for d in self.digits)
-
-    @property
-    def confidence(self) -> float:
-        """Probability that every digit is right (product of confidences)."""
-        return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
 
 
 ImageLike = Union[np.ndarray, str, os.PathLike]  # an image array or a file path
@@ -59,11 +27,25 @@ class DigitClassifier:
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
-                 device: str = "auto", batch_size: int = DEFAULT_BATCH):
+                 device: str = "auto", batch_size: int = DEFAULT_BATCH, reader: str | os.PathLike | None = None):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         self.session, self.info = load_session(model, threads=threads, device=device)
+        if self.info.task != "classifier":
+            raise ModelError(f"{self.info.path}: not a digit classifier (task {self.info.task!r})")
         self.batch_size = batch_size
+        self._reader_args = (reader, threads, device)
+        self._reader = None
+
+    @property
+    def reader(self):
+        """The row reader for numbers (runtime.reader.NumberReader), loaded on first use."""
+        if self._reader is None:
+            from .reader import NumberReader  # keeps single-digit use light
+
+            model, threads, device = self._reader_args
+            self._reader = NumberReader(model, threads=threads, device=device)
+        return self._reader
 
     @property
     def providers(self) -> list[str]:
@@ -143,8 +125,8 @@ class DigitClassifier:
         return self.read_numbers([image])[0]
 
     def read_numbers(self, images: Iterable[ImageLike]) -> list[NumberReading]:
-        from .segment import read_numbers  # keeps single-digit use light
-        return read_numbers(self, [_load(im) for im in images])
+        """Each image's rows of digits, read by the row reader."""
+        return self.reader.read([_load(im) for im in images])
 
 
 def _load(image: ImageLike) -> np.ndarray:

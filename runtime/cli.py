@@ -29,7 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--model", help="ONNX model file (default: the shipped INT8 model)")
         q.add_argument("--threads", type=_positive, help="inference threads (default: cores available, at most 4)")
-        q.add_argument("--number", action="store_true", help="read a row of digits as one number")
+        q.add_argument("--number", action="store_true",
+                       help="read numbers: every row of digits, top to bottom (JSON: 'rows', and 'number' = rows "
+                            "joined by a space)")
+        q.add_argument("--reader", help="row-reader ONNX model for --number (default: the shipped INT8 reader)")
 
     c = sub.add_parser("classify", help="classify image files or directories of images")
     c.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
@@ -123,7 +126,7 @@ def iter_inputs(paths: list[str]) -> Iterator[Item]:
 def run_classify(args: argparse.Namespace) -> int:
     from .classifier import DigitClassifier
 
-    clf = DigitClassifier(args.model, threads=args.threads, batch_size=args.batch_size)
+    clf = DigitClassifier(args.model, threads=args.threads, batch_size=args.batch_size, reader=args.reader)
     out = Output(args.json, args.number)
     failed = False
     batch: list[Item] = []
@@ -142,16 +145,15 @@ def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
     inference call for the whole batch. True if any item failed."""
     from .imageio import read_image
     from .preprocess import preprocess_digit
-    from .segment import resolve, segment_number
 
-    prepared = []  # (item, crop or layout)
+    prepared = []  # (item, crop or rows)
     for item in items:
         if item.error is not None:
             continue
         try:
             image = read_image(item.path)
             if number:
-                prepared.append((item, segment_number(image, clf.input_size)))
+                prepared.append((item, clf.reader.rows(image)))
             else:
                 prepared.append((item, preprocess_digit(image, clf.input_size)))
         except RuntimeInputError as e:
@@ -161,7 +163,10 @@ def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
         except Exception as e:  # a bug must not stop the other inputs, nor print a traceback
             item.error = f"{item.path}: internal error ({type(e).__name__}: {e})"
     if number:
-        results = resolve(clf, [p for _, p in prepared])
+        results = clf.reader.read_rows([p for _, p in prepared])
+        for (item, _), reading in zip(prepared, results):
+            if not reading.rows:
+                item.error = f"{item.path}: no number found"
     else:
         results = clf.predictions([p for _, p in prepared])
     by_item = {id(item): r for (item, _), r in zip(prepared, results)}
@@ -194,8 +199,9 @@ class Output:
     def result(self, path: str, r) -> None:
         if self.as_json:
             if self.number:
-                obj = {"path": path, "number": r.number,
-                       "digits": [{"digit": d.label, "confidence": round(d.confidence, 4), "box": list(d.box)} for d in r.digits]}
+                obj = {"path": path, "number": r.number, "rows": r.numbers,
+                       "digits": [{"digit": d.label, "confidence": round(d.confidence, 4), "box": list(d.box),
+                                   "row": d.row} for d in r.digits]}
             else:
                 obj = {"path": path, "digit": r.label, "confidence": round(r.confidence, 4)}
             print(json.dumps(obj), flush=True)
@@ -224,7 +230,7 @@ def run_webcam(args: argparse.Namespace) -> int:
     source = args.source
     if source.isdigit():
         source = int(source)
-    clf = DigitClassifier(args.model, threads=args.threads)
+    clf = DigitClassifier(args.model, threads=args.threads, reader=args.reader)
     stats = run(clf, source, number=args.number, display=not args.no_display, output=args.output,
                 max_frames=args.max_frames)
     print(f"{stats['frames']} frames in {stats['seconds']:.1f} s ({stats['fps']:.1f} FPS)"

@@ -18,6 +18,8 @@ from .errors import ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "digits-int8.onnx"
+DEFAULT_READER = MODELS_DIR / "reader-int8.onnx"
+TASKS = {"classifier", "row-reader"}
 SUPPORTED_FORMAT_VERSIONS = {"1"}
 POLARITIES = {"light-on-dark", "dark-on-light"}
 
@@ -34,6 +36,9 @@ class ModelInfo:
     polarity: str
     classes: tuple[str, ...]
     metadata: dict[str, str]
+    task: str = "classifier"  # or "row-reader": input_size is then the row height, any width
+    stride: int = 0  # row reader: input columns per output step
+    blank: int = -1  # row reader: index of the CTC blank among the outputs
 
     @property
     def precision(self) -> str:
@@ -120,26 +125,41 @@ def read_model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
         raise ModelError(f"{path}: unknown input polarity {polarity!r}")
     if size < 8:
         raise ModelError(f"{path}: input size {size} too small")
+    task = meta.get("task", "classifier")
+    if task not in TASKS:
+        raise ModelError(f"{path}: unknown task {task!r} (this runtime knows {sorted(TASKS)})")
+    stride, blank = 0, -1
+    if task == "row-reader":
+        try:
+            stride, blank = int(need("output_stride")), int(need("blank_index"))
+        except ValueError as e:
+            raise ModelError(f"{path}: malformed metadata ({e})") from None
+        if stride < 1 or blank != len(classes):
+            raise ModelError(f"{path}: reader stride {stride} and blank index {blank} do not fit {len(classes)} classes")
 
     inputs, outputs = session.get_inputs(), session.get_outputs()
     input_name = meta.get("input_name", "pixels")
     if [i.name for i in inputs] != [input_name]:
         raise ModelError(f"{path}: expected one input named {input_name!r}, model has {[i.name for i in inputs]}")
     shape = inputs[0].shape
-    if len(shape) != 4 or any(isinstance(d, int) and d != want for d, want in zip(shape[1:], (1, size, size))):
-        raise ModelError(f"{path}: input shape {shape} does not match [N, 1, {size}, {size}]")
+    want_shape = (1, size, size) if task == "classifier" else (1, size, None)
+    if len(shape) != 4 or any(isinstance(d, int) and want is not None and d != want
+                              for d, want in zip(shape[1:], want_shape)):
+        raise ModelError(f"{path}: input shape {shape} does not match [N, 1, {size}, {want_shape[2] or 'W'}]")
     names = [o.name for o in outputs]
     output_name = "logits" if "logits" in names else None
     if output_name is None:
         raise ModelError(f"{path}: no output named 'logits' (outputs: {names})")
     out_shape = outputs[names.index("logits")].shape
-    if len(out_shape) == 2 and isinstance(out_shape[1], int) and out_shape[1] != len(classes):
-        raise ModelError(f"{path}: {out_shape[1]} outputs but {len(classes)} classes in metadata")
+    outputs_per_step = len(classes) + (task == "row-reader")
+    if len(out_shape) in (2, 3) and isinstance(out_shape[-1], int) and out_shape[-1] != outputs_per_step:
+        raise ModelError(f"{path}: {out_shape[-1]} outputs but {len(classes)} classes in metadata")
     return ModelInfo(path=path, input_name=input_name, output_name=output_name, input_size=size,
-                     input_range=(lo, hi), polarity=polarity, classes=tuple(classes), metadata=meta)
+                     input_range=(lo, hi), polarity=polarity, classes=tuple(classes), metadata=meta,
+                     task=task, stride=stride, blank=blank)
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=1, keepdims=True)
+def softmax(logits: np.ndarray, axis: int = 1) -> np.ndarray:
+    z = logits - logits.max(axis=axis, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return e / e.sum(axis=axis, keepdims=True)

@@ -173,11 +173,14 @@ def mnist_passthrough(image: np.ndarray, size: int) -> np.ndarray | None:
     return image.astype(np.float32) / 255.0
 
 
-def analyse_ink(image: np.ndarray, polarity: str | None = None) -> InkAnalysis:
+def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = False) -> InkAnalysis:
     """Steps 1-6 up to the candidate marks, shared by digits and numbers.
     ``polarity``: "dark-ink" or "light-ink" to skip deciding it; the
     analysis's ``doubt`` is the other polarity when the decision was
-    uncertain."""
+    uncertain. ``ruled``: lift long horizontal lines (ruled paper, an
+    underline) out of the marks, so that digits written on them stay
+    marks of their own (numbers only: a tight crop of one 7 has a bar
+    as long as the frame is wide)."""
     work, scale = to_working(image)
     # Luminance only: JPEG keeps it at full resolution and quality while
     # colour is subsampled into blocks, and blue, red or black ink are all
@@ -200,6 +203,8 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None) -> InkAnalysis:
     if k2 < 0.6 * k1:
         ink, sigma = ink_map(work, morph_background(work, polarity, k2), polarity)
         mask = ink_mask(ink, sigma)
+    if ruled:
+        mask = without_lines(mask, width)
     labels, components = find_components(mask, ink)
     return InkAnalysis(ink, labels, components, _mask_floor(sigma), scale, image.shape[:2], polarity, doubt)
 
@@ -345,6 +350,21 @@ def ink_mask(ink: np.ndarray, sigma: float) -> np.ndarray:
     level[peak < seed] = np.inf
     level[0] = np.inf
     return (ink > level[labels]).astype(np.uint8)
+
+
+def without_lines(mask: np.ndarray, stroke: float) -> np.ndarray:
+    """The mask without horizontal runs longer than half its width (ruled lines, underlines, a table's
+    edge), except where a stroke crosses them: there the gap is bridged again, so a digit written
+    across a line stays whole."""
+    h, w = mask.shape
+    lines = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(15, w // 2), 1)))
+    if not lines.any():
+        return mask
+    lines = cv2.dilate(lines, np.ones((3, 1), np.uint8))  # and the line's blurred rims
+    rest = mask & ~lines
+    reach = max(5, int(round(2 * stroke)) + 3)
+    bridged = cv2.morphologyEx(rest, cv2.MORPH_CLOSE, np.ones((reach, 1), np.uint8))
+    return rest | (lines & bridged & mask)
 
 
 def stroke_width(mask: np.ndarray, ink: np.ndarray) -> float:

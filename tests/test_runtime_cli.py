@@ -141,12 +141,12 @@ def test_number_json(tmp_path, digits):
     result = run_cli("classify", str(path), "--number", "--json", *MODEL_ARGS)
     assert result.returncode == 0, result.stderr
     obj = json.loads(result.stdout)
-    assert set(obj) == {"path", "number", "digits"}
-    assert obj["number"] == "".join(str(labels[i]) for i in picks)
+    assert set(obj) == {"path", "number", "rows", "digits"}
+    assert obj["number"] == "".join(str(labels[i]) for i in picks) and obj["rows"] == [obj["number"]]
     xs = [d["box"][0] for d in obj["digits"]]
     assert xs == sorted(xs)
     for d in obj["digits"]:
-        assert set(d) == {"digit", "confidence", "box"} and len(d["box"]) == 4
+        assert set(d) == {"digit", "confidence", "box", "row"} and len(d["box"]) == 4 and d["row"] == 0
 
 
 def test_corrupt_model_is_one_clear_line(tmp_path, photos):

@@ -25,7 +25,7 @@ sys.meta_path.insert(0, NoTorch())
 args = sys.argv[1:]
 code = 0
 if args and args[0] == "--import-only":
-    import runtime, runtime.cli, runtime.webcam, runtime.segment  # noqa: F401
+    import runtime, runtime.cli, runtime.webcam, runtime.reader, runtime.rows  # noqa: F401
 else:
     sys.argv = ["runtime", *args]
     try:

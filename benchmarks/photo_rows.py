@@ -1,0 +1,98 @@
+"""Training rows for the row reader from the runtime's own view of photos.
+
+    python -m benchmarks.photo_rows --out runs/photo_rows.npz [--numbers 4000] [--seed 200]
+
+Synthetic photos of numbers made from MNIST **training** digits
+(``synth_photos``: paper, chalk, pens, light, shadows, blur, noise, JPEG;
+here also ruled paper and digits overlapping their neighbours), cut into rows
+by the runtime exactly as ``--number`` does (runtime.rows), and labelled with
+the number. A photo whose ink the runtime finds as more than one row is left
+out: which row holds which digits is unknown. ``python -m train --recipe
+reader --photo-rows FILE`` mixes them into the synthetic rows; the file
+format is in docs/FORMATS.md. The benchmark's photos use test digits only.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from multiprocessing import Pool
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from benchmarks import SHARED_DATA_DIR  # noqa: E402
+from benchmarks.synth_photos import make_number  # noqa: E402
+from runtime import RuntimeInputError  # noqa: E402
+from runtime.rows import find_row_images  # noqa: E402
+from train.files import atomic_output  # noqa: E402
+from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
+
+CHUNK = 100  # photos per task
+MAX_SIDE = 1200  # frames no larger: the rows come out the same, the photos much cheaper to make
+HEIGHT = 32  # the reader's input height (train.rows.ROW_HEIGHT; this side imports no torch)
+RULED = 0.25  # share of photos on ruled paper
+OVERLAPPING = 0.25  # share of photos whose digits overlap their neighbours
+OVERLAP = (0.03, 0.25)  # by this share of the digits' mean width
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.photo_rows", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="the .npz to write")
+    p.add_argument("--numbers", type=int, default=4000, help="photos of numbers (1 to 8 digits)")
+    p.add_argument("--seed", type=int, default=200, help="photo seed (keep it apart from the benchmark's)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    args = p.parse_args(argv)
+    data_dir = str(data_dir_from(args.data_dir, SHARED_DATA_DIR))
+    load_split(data_dir, "train")  # fail here, not in every worker
+    tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers)) for lo in range(0, args.numbers, CHUNK)]
+    with Pool(max(1, args.workers)) as pool:
+        parts = list(tqdm(pool.imap(rows_of, tasks), total=len(tasks), unit="task", desc="photo rows"))
+    rows = [r for part in parts for r in part[0]]
+    texts = [t for part in parts for t in part[1]]
+    width = max(r.shape[1] for r in rows)
+    images = np.zeros((len(rows), HEIGHT, width), np.uint8)
+    for k, r in enumerate(rows):
+        images[k, :, :r.shape[1]] = np.clip(r * 255 + 0.5, 0, 255).astype(np.uint8)
+    with atomic_output(args.out) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, images=images, widths=np.array([r.shape[1] for r in rows], np.int32),
+                                texts=np.array(texts, dtype=str))
+    print(f"wrote {args.out}: {len(rows):,} rows from {args.numbers:,} photos")
+    return 0
+
+
+_worker: dict = {}
+
+
+def rows_of(task) -> tuple[list[np.ndarray], list[str]]:
+    data_dir, seed, lo, hi = task
+    if not _worker:
+        _worker["mnist"] = load_split(data_dir, "train")
+    digits, labels = _worker["mnist"]
+    rows, texts = [], []
+    for i in range(lo, hi):
+        rng = np.random.default_rng([seed, 1, i])
+        ks = rng.integers(len(digits), size=int(rng.integers(1, 9)))
+        overlap = OVERLAP if rng.random() < OVERLAPPING else None
+        sample = make_number(rng, [digits[k] for k in ks], [labels[k] for k in ks], MAX_SIDE, overlap=overlap,
+                             ruled=rng.random() < RULED)
+        try:
+            found = find_row_images(sample.image, HEIGHT)
+        except RuntimeInputError:
+            continue  # no ink found: nothing to learn from
+        if len(found) == 1:
+            rows.append(found[0].pixels)
+            texts.append(sample.label)
+    return rows, texts
+
+
+if __name__ == "__main__":
+    sys.exit(main())

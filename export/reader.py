@@ -1,0 +1,180 @@
+"""Export and quantize a row reader (arch ``reader``), verified on rows of MNIST test digits.
+
+``python -m export.to_onnx`` and ``python -m export.quantize`` hand reader
+checkpoints and models to this module. The checks differ from a
+classifier's because a reader's answer is a string: the FP32 file must read
+the same strings as PyTorch on every test row (and its scores agree to float
+rounding), and the INT8 file must read the same strings as FP32 on at least
+MIN_STRING_AGREEMENT of the rows, losing at most MAX_ACCURACY_DROP of exact-row
+accuracy. Rows are made by train.rows from MNIST *test* digits (seeded, so
+every run checks the same rows); INT8 calibration uses rows of *training* digits.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from train.checkpoint import load, load_model, sha256
+from train.files import atomic_output
+from train.idx import data_dir_from, load_split
+from train.reader import greedy_decode
+from train.rows import RowMaker
+
+from .errors import ExportError, VerificationError
+from .onnx_model import (DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_file, export_graph, format_accuracy,
+                         metadata, open_session, read_metadata, set_metadata, wrap)
+from .verify import check_metadata, session_metadata
+
+TEST_ROWS = 2000
+TEST_SEED = 2024
+CALIBRATION_ROWS = 512
+CALIBRATION_SEED = 7
+FP32_TOLERANCE = 1e-3  # logits over rows of hundreds of columns: a little more rounding than a 28x28 image
+MIN_STRING_AGREEMENT = 0.995
+MAX_ACCURACY_DROP = 0.003
+
+
+@dataclass
+class RowSet:
+    """Rows as batches the way the runtime feeds them: [B, 1, 32, W] float32 in [0, 1], padded per batch."""
+
+    batches: list[np.ndarray]
+    widths: list[np.ndarray]
+    texts: list[str]
+
+
+@dataclass(frozen=True)
+class ReaderParity:
+    rows: int
+    string_agreement: float  # rows read the same as the reference
+    max_abs_diff: float  # largest |reference logit - candidate logit| over the rows' own columns
+    reference_accuracy: float  # exact-row accuracy of the reference
+    accuracy: float  # exact-row accuracy of the candidate
+
+
+def make_rows(data_dir: str | os.PathLike, split: str, count: int, seed: int, batch: int = 250) -> RowSet:
+    images, labels = load_split(data_dir, split)
+    maker = RowMaker(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+    gen = torch.Generator().manual_seed(seed)
+    sets = [maker.batch(min(batch, count - i), gen) for i in range(0, count, batch)]
+    return RowSet([b.images.numpy() for b in sets], [b.widths.numpy() for b in sets], [t for b in sets for t in b.texts()])
+
+
+def decode(logits: list[np.ndarray], rows: RowSet) -> list[str]:
+    return [t for out, w in zip(logits, rows.widths) for t in greedy_decode(torch.from_numpy(out), torch.from_numpy(w))]
+
+
+def compare(reference: list[np.ndarray], candidate: list[np.ndarray], rows: RowSet) -> ReaderParity:
+    ref, cand = decode(reference, rows), decode(candidate, rows)
+    diff = 0.0
+    for r, c, widths in zip(reference, candidate, rows.widths):
+        for k, w in enumerate(widths):
+            steps = -(-int(w) // 4)
+            diff = max(diff, float(np.abs(r[k, :steps].astype(np.float64) - c[k, :steps]).max()))
+    return ReaderParity(len(ref), float(np.mean([a == b for a, b in zip(ref, cand)])), diff,
+                        float(np.mean([a == t for a, t in zip(ref, rows.texts)])),
+                        float(np.mean([b == t for b, t in zip(cand, rows.texts)])))
+
+
+def session_logits(session: ort.InferenceSession, rows: RowSet) -> list[np.ndarray]:
+    return [session.run([OUTPUT_NAME], {INPUT_NAME: b})[0] for b in rows.batches]
+
+
+def reader_metadata(ckpt: dict, checkpoint_sha256: str, precision: str, accuracy: float) -> dict[str, str]:
+    spec = ckpt["input"]
+    return {**metadata(ckpt, checkpoint_sha256, precision, accuracy), "task": "row-reader",
+            "input_size": str(spec["shape"][1]), "output_stride": str(spec["stride"]), "blank_index": str(spec["blank"])}
+
+
+def check_reader_interface(session: ort.InferenceSession, name) -> None:
+    """One float input `pixels` [N, 1, H, W] with N and W dynamic; one float output `logits` [N, T, classes + 1]."""
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != [OUTPUT_NAME]:
+        raise ExportError(f"{name}: expected input {INPUT_NAME!r} and output {OUTPUT_NAME!r}")
+    shape, out_shape = inputs[0].shape, outputs[0].shape
+    if len(shape) != 4 or isinstance(shape[0], int) or isinstance(shape[3], int) or shape[1] != 1:
+        raise ExportError(f"{name}: input shape {shape} is not [N, 1, H, W] with N and W dynamic")
+    if len(out_shape) != 3:
+        raise ExportError(f"{name}: output shape {out_shape} is not [N, steps, classes + 1]")
+
+
+def verify(path: Path, name: Path, precision: str, reference: list[np.ndarray], rows: RowSet) -> ReaderParity:
+    """The written file is what gets checked: checker, load, interface, metadata, then its readings."""
+    check_file(path, name)
+    session = open_session(path)
+    check_reader_interface(session, name)
+    props = session_metadata(session)
+    check_metadata(props, name, precision)
+    if props.get("task") != "row-reader":
+        raise ExportError(f"{name}: metadata task is {props.get('task')!r}, not 'row-reader'")
+    return compare(reference, session_logits(session, rows), rows)
+
+
+def export_reader(checkpoint: str | os.PathLike, out: str | os.PathLike, data_dir=None,
+                  opset: int = DEFAULT_OPSET, tolerance: float = FP32_TOLERANCE) -> tuple[Path, int, ReaderParity]:
+    """FP32 ONNX of a reader checkpoint; written only if it reads every test row as PyTorch does."""
+    checkpoint, out = Path(checkpoint), Path(out)
+    ckpt = load(checkpoint)
+    module = wrap(ckpt, load_model(ckpt, checkpoint))
+    rows = make_rows(data_dir_from(data_dir), "test", TEST_ROWS, TEST_SEED)
+    height = ckpt["input"]["shape"][1]
+    model = export_graph(module, opset, example=torch.rand(2, 1, height, 64), dynamic_axes={0: "N", 3: "W"})
+    with torch.inference_mode():
+        reference = [module(torch.from_numpy(b)).numpy() for b in rows.batches]
+    accuracy = float(np.mean([a == t for a, t in zip(decode(reference, rows), rows.texts)]))
+    set_metadata(model, reader_metadata(ckpt, sha256(checkpoint), "fp32", accuracy))
+    with atomic_output(out) as tmp:
+        onnx.save(model, tmp)
+        parity = verify(tmp, out, "fp32", reference, rows)
+        if parity.string_agreement < 1.0 or parity.max_abs_diff > tolerance:
+            raise VerificationError(f"{out}: ONNX reads {parity.string_agreement:.2%} of {parity.rows} test rows as "
+                                    f"PyTorch does (need 100%), logits differ by up to {parity.max_abs_diff:.3g} "
+                                    f"(tolerance {tolerance:g}); not written")
+        size = tmp.stat().st_size
+    return out, size, parity
+
+
+def quantize_reader(fp32_path: str | os.PathLike, out: str | os.PathLike, data_dir=None,
+                    method: str = "minmax") -> tuple[Path, int, float, ReaderParity]:
+    """Static INT8 of a reader, calibrated on rows of training digits; written only if it reads the test rows
+    nearly as the FP32 model does."""
+    from .quantize import quantize_int8  # the classifier's one quantizer call, with the reader's calibration
+
+    fp32_path, out = Path(fp32_path), Path(out)
+    data_dir = data_dir_from(data_dir)
+    props = read_metadata(onnx.load(fp32_path))
+    calibration = make_rows(data_dir, "train", CALIBRATION_ROWS, CALIBRATION_SEED, batch=CALIBRATION_ROWS)
+    rows = make_rows(data_dir, "test", TEST_ROWS, TEST_SEED)
+    reference = session_logits(open_session(fp32_path), rows)
+    start = time.perf_counter()
+    model = quantize_int8(fp32_path, calibration.batches[0], method, float_head=True)
+    seconds = time.perf_counter() - start
+    measured = compare(reference, session_logits(open_session(model), rows), rows)
+    set_metadata(model, {**props, "precision": "int8", "test_accuracy": format_accuracy(measured.accuracy)})
+    with atomic_output(out) as tmp:
+        onnx.save(model, tmp)
+        parity = verify(tmp, out, "int8", reference, rows)
+        if parity.string_agreement < MIN_STRING_AGREEMENT or parity.reference_accuracy - parity.accuracy > MAX_ACCURACY_DROP:
+            raise VerificationError(f"{out}: INT8 reads {parity.string_agreement:.2%} of {parity.rows} test rows as FP32 "
+                                    f"does (minimum {MIN_STRING_AGREEMENT:.1%}), exact rows {parity.accuracy:.2%} vs "
+                                    f"{parity.reference_accuracy:.2%}; not written")
+        size = tmp.stat().st_size
+    return out, size, seconds, parity
+
+
+def is_reader_checkpoint(path: str | os.PathLike) -> bool:
+    return load(path).get("arch") == "reader"
+
+
+def is_reader_model(path: str | os.PathLike) -> bool:
+    try:
+        return read_metadata(onnx.load(path, load_external_data=False)).get("task") == "row-reader"
+    except Exception:  # not readable: the classifier path reports it properly
+        return False

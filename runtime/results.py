@@ -1,0 +1,48 @@
+"""What the runtime answers: a digit (Prediction) and a number read row by row (NumberReading)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Prediction:
+    """One digit: its label (a string from the model's ``classes``), the
+    model's probability for it, all probabilities, and where it was."""
+
+    label: str
+    index: int
+    confidence: float
+    probabilities: np.ndarray
+    box: tuple[int, int, int, int] | None = None  # x, y, w, h in the input image
+    row: int = 0  # which row of the image (numbers only), top to bottom
+
+    @property
+    def digit(self) -> str:
+        return self.label
+
+
+@dataclass
+class NumberReading:
+    """The digits of an image, row by row (top to bottom), each left to right."""
+
+    rows: list[list[Prediction]] = field(default_factory=list)
+
+    @property
+    def digits(self) -> list[Prediction]:
+        return [d for row in self.rows for d in row]
+
+    @property
+    def numbers(self) -> list[str]:
+        return ["".join(d.label for d in row) for row in self.rows]
+
+    @property
+    def number(self) -> str:
+        """The rows' numbers, top to bottom, separated by a space."""
+        return " ".join(self.numbers)
+
+    @property
+    def confidence(self) -> float:
+        """Probability that every digit is right (product of confidences)."""
+        return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0

@@ -1,0 +1,140 @@
+"""The runtime's number path: rows found in photos and read by the shipped row reader (no torch)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime import (DEFAULT_MODEL, DEFAULT_READER, DigitClassifier, ModelError, NoDigitFound, NumberReader,
+                     RuntimeInputError)
+from runtime.rows import find_row_images
+from train.idx import load_split
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return NumberReader(threads=1)
+
+
+@pytest.fixture(scope="module")
+def mnist(mnist_dir):
+    return load_split(mnist_dir, "test")
+
+
+def paper_row(images, picks, gap=4, height=120, canvas=(300, 900)) -> np.ndarray:
+    """Dark digits on light paper, side by side with ``gap`` pixels between their 28x28 frames."""
+    row = np.hstack([np.pad(images[i], ((0, 0), (gap // 2, gap - gap // 2))) for i in picks])
+    strip = cv2.resize(255 - row, (round(row.shape[1] * height / 28), height), interpolation=cv2.INTER_CUBIC)
+    page = np.full(canvas, 225, np.uint8)
+    y, x = (canvas[0] - height) // 2, 40
+    page[y:y + height, x:x + strip.shape[1]] = np.minimum(page[y:y + height, x:x + strip.shape[1]], strip)
+    return page
+
+
+def label_of(labels, picks) -> str:
+    return "".join(str(int(labels[i])) for i in picks)
+
+
+def test_reads_synthetic_photos_of_numbers(reader, mnist):
+    """Camera-like photos of test digits (seed 20240, never tuned on), 60 rows of which a sixth have touching
+    digits. The guard sits a few rows under what the shipped reader reads here (see the note in the README's
+    results); the cut search it replaced read 0.85 of these."""
+    from benchmarks.synth_photos import generate_set
+
+    images, labels = mnist
+    samples = generate_set(images, labels, n_digits=0, n_numbers=60, seed=20240, max_side=800)
+    right = []
+    for s in samples:
+        try:
+            right.append(reader.read([s.image])[0].number == s.label)
+        except NoDigitFound:
+            right.append(False)
+    assert np.mean(right) >= 0.9, f"numbers {np.mean(right):.3f}"
+
+
+def test_digits_have_boxes_left_to_right_inside_the_image(reader, mnist):
+    images, labels = mnist
+    picks = [3, 2, 1, 0, 4]
+    page = paper_row(images, picks)
+    reading = reader.read([page])[0]
+    assert reading.number == label_of(labels, picks)
+    xs = [d.box[0] for d in reading.digits]
+    assert xs == sorted(xs)
+    for d in reading.digits:
+        x, y, w, h = d.box
+        assert 0 <= x and 0 <= y and x + w <= page.shape[1] and y + h <= page.shape[0]
+        assert 60 <= y + h / 2 <= 240  # on the row, not the whole page
+        assert 0.3 < d.confidence <= 1.0
+
+
+def test_two_rows_are_read_top_to_bottom(reader, mnist):
+    images, labels = mnist
+    top, bottom = [7, 8, 9], [10, 11, 12, 13]
+    page = np.vstack([paper_row(images, top, canvas=(200, 900)), paper_row(images, bottom, canvas=(200, 900))])
+    reading = reader.read([page])[0]
+    assert reading.numbers == [label_of(labels, top), label_of(labels, bottom)]
+    assert reading.number == f"{label_of(labels, top)} {label_of(labels, bottom)}"
+    assert [d.row for d in reading.digits] == [0] * 3 + [1] * 4
+
+
+def test_batched_rows_read_as_alone(reader, mnist):
+    """Rows of one batch are padded to the widest: one digit, an odd width and a very wide row read the
+    same strings batched as alone."""
+    images, _ = mnist
+    pages = [paper_row(images, [5], canvas=(200, 300)), paper_row(images, [14, 15, 16], gap=5, canvas=(200, 700)),
+             paper_row(images, list(range(20, 50)), height=60, canvas=(150, 2200))]
+    rows = [reader.rows(p) for p in pages]
+    assert len({r.pixels.shape[1] for rs in rows for r in rs}) == 3
+    alone = [reader.read_rows([r])[0].numbers for r in rows]
+    together = [r.numbers for r in reader.read_rows(rows)]
+    assert together == alone
+    assert len(alone[2][0]) >= 28  # a 30-digit row is read, not refused
+
+
+@pytest.mark.parametrize("kind", ["blank", "ruled line", "scribble"])
+def test_no_digits_is_no_number_found(reader, kind):
+    page = np.full((240, 640, 3), 215, np.uint8)
+    if kind == "ruled line":
+        cv2.line(page, (0, 150), (639, 153), (190, 150, 120), 2)
+    elif kind == "scribble":
+        xs = np.arange(80, 560)
+        ys = (120 + 25 * np.sin(xs / 9.0)).astype(np.int32)
+        cv2.polylines(page, [np.stack([xs, ys], 1)], False, (40, 40, 40), 3)
+    with pytest.raises(NoDigitFound, match="no number found"):
+        reader.read([page])
+
+
+@pytest.mark.parametrize("shape, row", [((60, 300), 5), ((40, 20000), 30), ((5, 300), 5)],
+                         ids=["5px row", "20000px wide", "5px image"])
+def test_extreme_shapes_answer_or_refuse_clearly(reader, mnist, shape, row):
+    images, _ = mnist
+    page = np.full(shape, 220, np.uint8)
+    strip = 255 - cv2.resize(np.hstack([images[i] for i in range(6)]), (6 * row, row), interpolation=cv2.INTER_AREA)
+    top = (shape[0] - row) // 2
+    page[top:top + row, 5:5 + strip.shape[1]] = strip
+    try:
+        reading = reader.read([page])[0]
+        assert all(d.label.isdigit() for d in reading.digits)
+    except RuntimeInputError as e:  # "no number found", or the image refused as too small
+        assert "no number found" in str(e) or "too small" in str(e)
+
+
+def test_mnist_digit_is_a_number_of_one(reader, mnist):
+    images, labels = mnist
+    assert reader.read([images[0]])[0].number == str(labels[0])
+
+
+def test_models_are_checked_for_their_task():
+    with pytest.raises(ModelError, match="not a row reader"):
+        NumberReader(DEFAULT_MODEL)
+    with pytest.raises(ModelError, match="not a digit classifier"):
+        DigitClassifier(DEFAULT_READER)
+
+
+def test_rows_of_a_tilted_number_come_out_level(mnist):
+    images, _ = mnist
+    page = paper_row(images, [1, 2, 3, 4, 5], canvas=(500, 900))
+    turned = cv2.warpAffine(page, cv2.getRotationMatrix2D((450, 250), 12, 1.0), (900, 500), borderValue=225)
+    (row,) = find_row_images(turned, 32)
+    ink_rows = np.nonzero(row.pixels.max(axis=1) > 0.3)[0]
+    assert ink_rows.max() - ink_rows.min() < 30  # level: not the tilted band's height

@@ -1,0 +1,93 @@
+"""The row reader's training side: synthetic rows, CTC decoding, a short run end to end, its export."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from train.checkpoint import load
+from train.models import RowReader
+from train.reader import BLANK, ctc_loss, greedy_decode
+from train.rows import MAX_DIGITS, ROW_HEIGHT, RowMaker
+from train.__main__ import main as train_main
+
+
+@pytest.fixture(scope="module")
+def maker(mnist_dir):
+    from train.idx import load_split
+
+    images, labels = load_split(mnist_dir, "test")
+    return RowMaker(torch.from_numpy(images[:2000].copy()), torch.from_numpy(labels[:2000].astype(np.int64)))
+
+
+def test_rows_hold_their_digits_left_to_right(maker):
+    batch = maker.batch(64, torch.Generator().manual_seed(1))
+    assert batch.images.shape[:3] == (64, 1, ROW_HEIGHT) and batch.images.shape[3] % RowReader.STRIDE == 0
+    assert 0 <= float(batch.images.min()) and float(batch.images.max()) <= 1
+    assert int(batch.lengths.sum()) == len(batch.targets) and int(batch.lengths.max()) <= MAX_DIGITS
+    for image, width, n in zip(batch.images, batch.widths.tolist(), batch.lengths.tolist()):
+        assert width <= image.shape[-1]
+        assert float(image[..., width:].abs().sum()) == 0  # the batch's padding is background
+        if n:
+            assert float(image[..., :width].max()) > 0.3  # digits are drawn
+
+
+def test_clean_rows_have_no_effects_and_a_fixed_count(maker):
+    batch = maker.batch(16, torch.Generator().manual_seed(2), effects=False, count=5)
+    assert batch.lengths.tolist() == [5] * 16
+    # No noise: the background between strokes is exactly 0 in most of each row.
+    assert all(float((img == 0).float().mean()) > 0.5 for img in batch.images)
+
+
+def test_placed_digits_are_the_labelled_ones(maker):
+    """One digit, no effects, drawn large: the digit in the row is the source digit (same ink
+    profile after the affine map), so the labels line up with what is drawn."""
+    gen = torch.Generator().manual_seed(3)
+    batch = maker.batch(400, gen, effects=False, count=1)
+    ink = batch.images[:, 0].sum(1)  # column profile of each row
+    widths = (ink > 0.5).sum(1).float()
+    assert float(widths[batch.targets == 1].mean()) < float(widths[batch.targets == 0].mean())  # 1s are narrow
+
+
+def test_greedy_decode_merges_repeats_and_drops_blanks():
+    steps = [BLANK, 3, 3, BLANK, 3, 1, 1, BLANK, BLANK, 7]
+    logits = torch.full((1, len(steps) + 2, BLANK + 1), -10.0)
+    for t, c in enumerate(steps):
+        logits[0, t, c] = 10.0
+    logits[0, len(steps):, 5] = 10.0  # steps past the row's width are padding
+    assert greedy_decode(logits, torch.tensor([len(steps) * RowReader.STRIDE])) == ["3317"]
+
+
+def test_ctc_loss_prefers_the_right_reading(maker):
+    batch = maker.batch(8, torch.Generator().manual_seed(4), effects=False, count=3)
+    steps = batch.images.shape[-1] // RowReader.STRIDE
+    right = torch.full((8, steps, BLANK + 1), -5.0)
+    right[:, :, BLANK] = 5.0
+    offset = 0
+    for row, n in enumerate(batch.lengths.tolist()):
+        for k, digit in enumerate(batch.targets[offset:offset + n].tolist()):
+            right[row, 2 + 3 * k, digit] = 20.0
+        offset += n
+    wrong = right.roll(1, dims=2)
+    assert float(ctc_loss(right, batch)) < 0.1 < float(ctc_loss(wrong, batch))
+
+
+def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch):
+    """A few hundred steps on real digits: the loss falls, the checkpoint loads safely, and the
+    export/quantize commands write verified files (their own checks on test rows pass)."""
+    from export.quantize import main as quantize_main
+    from export.to_onnx import main as export_main
+    import export.reader as export_reader
+
+    monkeypatch.setattr(export_reader, "TEST_ROWS", 300)
+    monkeypatch.setattr(export_reader, "CALIBRATION_ROWS", 64)
+    out = tmp_path / "run"
+    assert train_main(["--recipe", "reader", "--epochs", "1", "--train-subset", "12000",
+                       "--eval-interval", "20", "--data-dir", str(mnist_dir), "--out", str(out)]) == 0
+    ckpt = load(out / "best.pt")
+    assert ckpt["arch"] == "reader" and ckpt["input"]["task"] == "row-reader"
+    history = __import__("json").loads((out / "metrics.json").read_text())["train"]
+    assert history[-1]["loss"] < 0.6 * history[0]["loss"]
+    assert export_main([str(out / "best.pt"), "-o", str(tmp_path / "reader-fp32.onnx"), "--data-dir", str(mnist_dir)]) == 0
+    assert quantize_main([str(tmp_path / "reader-fp32.onnx"), "--data-dir", str(mnist_dir)]) == 0
+    assert (tmp_path / "reader-int8.onnx").stat().st_size < (tmp_path / "reader-fp32.onnx").stat().st_size / 2
