@@ -39,6 +39,9 @@ HEIGHT = 32  # the reader's input height (train.rows.ROW_HEIGHT; this side impor
 RULED = 0.25  # share of photos on ruled paper
 OVERLAPPING = 0.25  # share of photos whose digits overlap their neighbours
 OVERLAP = (0.03, 0.25)  # by this share of the digits' mean width
+# A row cut this much narrower or wider than its digits can be is a wrong cut (a digit lost to another
+# row, a paper edge taken in): left out rather than taught with the wrong label. Reader pixels per digit.
+DIGIT_WIDTH = (6, 48)
 
 
 def main(argv=None) -> int:
@@ -88,10 +91,15 @@ def rows_of(task) -> tuple[list[np.ndarray], list[str]]:
             found = find_row_images(sample.image, HEIGHT)
         except RuntimeInputError:
             continue  # no ink found: nothing to learn from
-        if len(found) == 1:
+        if len(found) == 1 and plausible(found[0].pixels.shape[1], len(sample.label)):
             rows.append(found[0].pixels)
             texts.append(sample.label)
     return rows, texts
+
+
+def plausible(width: int, digits: int) -> bool:
+    lo, hi = DIGIT_WIDTH
+    return lo * digits <= width - 16 <= hi * digits
 
 
 if __name__ == "__main__":

@@ -33,12 +33,14 @@ from .errors import ExportError
 from .files import copy_file, write_text
 from .onnx_model import wrap
 from .parity import Parity, parity_table
+from .reader import reader_pipeline
 from .quantize import DEFAULT_CALIBRATION_SIZE, DEFAULT_METHOD, VariantResult, make_variants
 from .to_onnx import FP32_TOLERANCE, ExportResult, export_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHIP_DIR = REPO / "runtime" / "models"
 SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx"}
+READER_CHECKPOINT = REPO / "checkpoints" / "reader.pt"  # kept beside the product for benchmarks and parity tests
 
 # What a model must reach to be shipped: the same figures tests/test_export.py asserts.
 SHIP_GATES = {
@@ -225,6 +227,12 @@ def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     out_dir = Path(args.out or f"runs/{args.recipe}")
     run = Run(out_dir, args.recipe, args.seed, data_dir_from(args.data_dir, Path("data") / "MNIST" / "raw"), command)
     checkpoint = Path(args.checkpoint) if args.checkpoint else train_stage(run, args.epochs)
+    if load(checkpoint)["arch"] == "reader":
+        print(f"== row reader: export, quantize, parity on test rows -> {out_dir}", flush=True)
+        text = reader_pipeline(checkpoint, out_dir, run.data_dir, command, SHIP_DIR if args.ship else None,
+                               READER_CHECKPOINT if args.ship else None)
+        print("\n" + text)
+        return {"reader": True}
 
     print(f"== export: {checkpoint} -> {out_dir / 'digits-fp32.onnx'}", flush=True)
     exported = export_checkpoint(checkpoint, out_dir / "digits-fp32.onnx", run.data_dir)

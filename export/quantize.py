@@ -111,10 +111,10 @@ def load_fp32(path: str | os.PathLike) -> tuple[onnx.ModelProto, dict[str, str]]
 
 
 def quantize_int8(fp32_path: str | os.PathLike, calibration: np.ndarray,
-                  method: str = DEFAULT_METHOD, float_head: bool = False) -> onnx.ModelProto:
+                  method: str = DEFAULT_METHOD, float_tail: int = 0) -> onnx.ModelProto:
     """Pre-process, calibrate and quantize; intermediate files live in a private temporary directory.
-    ``float_head``: the last convolution stays float (a row reader's per-step scores: 8-bit logits
-    would flatten the confidences read from them)."""
+    ``float_tail``: the last convolutions that stay float (a row reader's last layers run on one row of
+    steps, cost little, and decide between close readings)."""
     with tempfile.TemporaryDirectory(prefix="edge-digits-quant.") as work, quiet_quantizer():
         pre, out = Path(work) / "pre.onnx", Path(work) / "int8.onnx"
         try:
@@ -122,8 +122,8 @@ def quantize_int8(fp32_path: str | os.PathLike, calibration: np.ndarray,
             quant_pre_process(str(fp32_path), str(pre))
             model = onnx.load(pre)
             keep_float = keep_narrow_convs_float(model)
-            if float_head:
-                keep_float.append([n.name for n in model.graph.node if n.op_type == "Conv"][-1])
+            if float_tail:
+                keep_float += [n.name for n in model.graph.node if n.op_type == "Conv"][-float_tail:]
             onnx.save(model, pre)
             quantize_static(str(pre), str(out), TrainingImages(calibration), calibrate_method=METHODS[method],
                             nodes_to_exclude=keep_float, extra_options=EXTRA_OPTIONS, **SETTINGS)

@@ -11,6 +11,7 @@ every run checks the same rows); INT8 calibration uses rows of *training* digits
 """
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -34,10 +35,11 @@ from .verify import check_metadata, session_metadata
 
 TEST_ROWS = 2000
 TEST_SEED = 2024
-CALIBRATION_ROWS = 512
+CALIBRATION_ROWS = 500  # a multiple of the quantizer's batch of 100: histogram calibrators need equal batches
 CALIBRATION_SEED = 7
 FP32_TOLERANCE = 1e-3  # logits over rows of hundreds of columns: a little more rounding than a 28x28 image
 MIN_STRING_AGREEMENT = 0.995
+FLOAT_TAIL = 4  # the last convolutions kept float: the head, the two along the row, the one folding the height
 MAX_ACCURACY_DROP = 0.003
 
 
@@ -154,7 +156,7 @@ def quantize_reader(fp32_path: str | os.PathLike, out: str | os.PathLike, data_d
     rows = make_rows(data_dir, "test", TEST_ROWS, TEST_SEED)
     reference = session_logits(open_session(fp32_path), rows)
     start = time.perf_counter()
-    model = quantize_int8(fp32_path, calibration.batches[0], method, float_head=True)
+    model = quantize_int8(fp32_path, calibration.batches[0], method, float_tail=FLOAT_TAIL)
     seconds = time.perf_counter() - start
     measured = compare(reference, session_logits(open_session(model), rows), rows)
     set_metadata(model, {**props, "precision": "int8", "test_accuracy": format_accuracy(measured.accuracy)})
@@ -178,3 +180,79 @@ def is_reader_model(path: str | os.PathLike) -> bool:
         return read_metadata(onnx.load(path, load_external_data=False)).get("task") == "row-reader"
     except Exception:  # not readable: the classifier path reports it properly
         return False
+
+
+# ------------------------------------------------------------ the pipeline's reader branch
+
+SHIPPED_READER = {"fp32": "reader-fp32.onnx", "int8": "reader-int8.onnx"}
+MAX_INT8_BYTES = 500 * 1024  # an edge budget for the reader's INT8 file
+
+
+def reader_pipeline(checkpoint: Path, out_dir: Path, data_dir, command: str, ship_dir: Path | None,
+                    checkpoint_copy: Path | None) -> str:
+    """Export, quantize, report (parity.md / parity.json in ``out_dir``) and, with ``ship_dir``, ship
+    the reader files, its card and (to ``checkpoint_copy``) its checkpoint. Returns the report."""
+    from .files import copy_file, write_text
+
+    fp32, fp32_size, p32 = export_reader(checkpoint, out_dir / SHIPPED_READER["fp32"], data_dir)
+    int8, int8_size, seconds, p8 = quantize_reader(fp32, out_dir / SHIPPED_READER["int8"], data_dir)
+    ckpt = load(checkpoint)
+    report = {"command": command, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
+              "arch_config": ckpt["arch_config"], "metrics": ckpt["metrics"], "train_config": ckpt["train_config"],
+              "fp32": {"file": str(fp32), "size_bytes": fp32_size, "sha256": sha256(fp32), **p32.__dict__},
+              "int8": {"file": str(int8), "size_bytes": int8_size, "sha256": sha256(int8), "seconds": round(seconds, 1),
+                       **p8.__dict__}}
+    text = reader_card(report)
+    write_text(out_dir / "parity.json", json.dumps(report, indent=2) + "\n")
+    write_text(out_dir / "parity.md", text)
+    if ship_dir is not None:
+        if int8_size > MAX_INT8_BYTES:
+            raise ExportError(f"{int8}: {int8_size / 1024:.0f} KiB, over the reader's {MAX_INT8_BYTES // 1024} KiB budget; "
+                              "not shipped")
+        for precision, name in SHIPPED_READER.items():
+            copy_file(report[precision]["file"], ship_dir / name)
+        write_text(ship_dir / "READER_CARD.md", text)
+        if checkpoint_copy is not None:
+            copy_file(checkpoint, checkpoint_copy)
+    return text
+
+
+def reader_card(r: dict) -> str:
+    m, t = r["metrics"], r["train_config"]
+    rows = "\n".join(f"| `{SHIPPED_READER[p]}` | {p} | {r[p]['size_bytes'] / 1024:.1f} KiB | {r[p]['accuracy']:.2%} | "
+                     f"{r[p]['string_agreement']:.2%} | `{r[p]['sha256']}` |" for p in ("fp32", "int8"))
+    return f"""# Model card: edge-digits row reader
+
+Reads a row of handwritten digits at once for `runtime/` (`--number`): a convolution-only CNN
+(`reader`, {r['arch_config']}, {m.get('parameters', '?'):,} parameters) trained with CTC on synthetic rows of
+MNIST training digits{' and on rows the runtime cut out of synthetic photos (' + ', '.join(t['photo_rows']) + ')' if t.get('photo_rows') else ''}.
+Input and output: docs/FORMATS.md, "Row reader" (`pixels` [N, 1, 32, W], `logits` [N, W/4, 11], blank last).
+
+## Files
+
+Exact-row accuracy on {r['int8']['rows']:,} synthetic rows of MNIST *test* digits (1-8 digits, photo-like
+degradations; train/rows.py, seed {TEST_SEED}), read with ONNX Runtime (CPU); agreement: same string as
+{'PyTorch'} (FP32) or as the FP32 file (INT8).
+
+| file | precision | size | exact rows | same string | SHA-256 |
+| --- | --- | ---: | ---: | ---: | --- |
+{rows}
+
+PyTorch checkpoint: validation {m['val_accuracy']:.2%}, test rows {m['test_row_accuracy']:.2%}, clean rows of 5
+test digits {m['clean_5_digit_row_accuracy']:.2%}; {m['train_seconds']:.0f} s of training, {m['iterations']} steps.
+Checkpoint SHA-256 `{r['checkpoint_sha256']}`.
+
+## How it was made
+
+- Command: `{r['command']}`
+- Training settings: {', '.join(f'{k} {t[k]}' for k in ('recipe', 'epochs', 'batch_size', 'lr', 'weight_decay', 'photo_rows', 'photo_share', 'init', 'seed') if t.get(k) is not None)}
+- FP32: `torch.onnx.export` with dynamic batch and width, BatchNorm folded, opset 18, `onnx.checker` full check.
+- INT8: ONNX Runtime static quantization (QDQ, uint8 activations, int8 per-channel weights), calibrated on
+  {CALIBRATION_ROWS} synthetic rows of MNIST *training* digits; the first and the last convolution stay float.
+
+## Limits
+
+MNIST digits (US writers) re-drawn and degraded synthetically, and synthetic photos of them: other
+scripts, letters and symbols are not known to it (it is trained to answer nothing for scribbles and lines,
+not for letters).
+"""

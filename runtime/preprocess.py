@@ -173,7 +173,8 @@ def mnist_passthrough(image: np.ndarray, size: int) -> np.ndarray | None:
     return image.astype(np.float32) / 255.0
 
 
-def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = False) -> InkAnalysis:
+def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = False,
+                work_side: int = WORK_SIDE) -> InkAnalysis:
     """Steps 1-6 up to the candidate marks, shared by digits and numbers.
     ``polarity``: "dark-ink" or "light-ink" to skip deciding it; the
     analysis's ``doubt`` is the other polarity when the decision was
@@ -181,7 +182,7 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
     underline) out of the marks, so that digits written on them stay
     marks of their own (numbers only: a tight crop of one 7 has a bar
     as long as the frame is wide)."""
-    work, scale = to_working(image)
+    work, scale = to_working(image, work_side)
     # Luminance only: JPEG keeps it at full resolution and quality while
     # colour is subsampled into blocks, and blue, red or black ink are all
     # well darker than paper in it.
@@ -209,14 +210,14 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
     return InkAnalysis(ink, labels, components, _mask_floor(sigma), scale, image.shape[:2], polarity, doubt)
 
 
-def to_working(image: np.ndarray) -> tuple[np.ndarray, float]:
-    """Resize so the long side is WORK_SIDE; float32 [0, 1]."""
+def to_working(image: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+    """Resize so the long side is ``side``; float32 [0, 1]."""
     h, w = image.shape[:2]
     # Small crops are enlarged at most 2x: more would only smear their
     # noise over many pixels, where it looks like faint strokes.
-    scale = min(WORK_SIDE / max(h, w), 2.0)
+    scale = min(side / max(h, w), 2.0)
     # Very elongated inputs: keep at least 32 px on the short side.
-    scale = max(scale, min(32 / min(h, w), 4 * WORK_SIDE / max(h, w)))
+    scale = max(scale, min(32 / min(h, w), 4 * side / max(h, w)))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     work = cv2.resize(image, size, interpolation=interp) if size != (w, h) else image

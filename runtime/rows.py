@@ -31,6 +31,7 @@ TALL = 0.5  # marks this share of a row's tallest one set its band (shorter ones
 MAX_TILT = 20.0  # degrees
 MAX_MARKS = 80  # the heaviest marks considered: more is texture, not writing
 MAX_ROW_WIDTH = 4096  # reader pixels: about 200 digits
+WORK_SIDE = 512  # long side of the ink analysis' working image (preprocess.WORK_SIDE)
 
 
 @dataclass
@@ -61,10 +62,10 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
     passthrough = mnist_passthrough(image, 28)
     if passthrough is not None:  # an MNIST digit is a row of one
         return [level_row(passthrough, np.zeros(0, bool), passthrough > 0.3, 0.0, 1.0, height, image.shape[:2])]
-    analysis = analyse_ink(image, ruled=True)
+    analysis = analyse_ink(image, ruled=True, work_side=WORK_SIDE)
     rows = find_rows(analysis)
     if not rows and analysis.doubt is not None:
-        analysis = analyse_ink(image, analysis.doubt, ruled=True)
+        analysis = analyse_ink(image, analysis.doubt, ruled=True, work_side=WORK_SIDE)
         rows = find_rows(analysis)
     if not rows:
         raise NoDigitFound("no number found (no ink)")

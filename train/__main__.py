@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="download with torchvision when the files are absent")
     p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
     p.add_argument("--train-subset", type=int, default=0, help="train on the first N images only (0 = all)")
-    p.add_argument("--eval-interval", type=int, default=100, help="iterations between validation runs")
+    p.add_argument("--eval-interval", type=int, help="iterations between validation runs (default: the recipe's, else 100)")
     p.add_argument("--patience", type=int, default=0,
                    help="stop after this many evaluations without validation improvement (0 = off)")
     p.add_argument("--log-test", action="store_true",

@@ -214,6 +214,7 @@ def evaluate(cfg, model, val: list[RowBatch], device, state: ReaderState) -> Non
     accuracy = exact(model, val, cfg, device)
     state.history["eval"].append({"iteration": state.step, "train_seconds": round(state.train_seconds, 1),
                                   "val_accuracy": accuracy})
+    tqdm.write(f"step {state.step}: validation exact rows {accuracy:.2%} ({state.train_seconds:.0f} s of training)")
     if accuracy > state.best_val:
         state.best_val, state.best_step = accuracy, state.step
         state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
