@@ -100,7 +100,12 @@ class Problem(Exception):
 
 
 def problem_response(p: Problem) -> JSONResponse:
-    headers = {"Retry-After": "1"} if p.status == 503 else None
+    headers = {}
+    if p.status == 503:
+        headers["Retry-After"] = "1"
+    if p.status in (408, 413):
+        # The body was not read to its end: the connection cannot carry another request.
+        headers["Connection"] = "close"
     return JSONResponse({"error": p.message, "kind": p.kind, "status": p.status}, status_code=p.status,
                         headers=headers)
 
@@ -145,9 +150,7 @@ class Reader:
         try:
             image = decode_image(data)
         except RuntimeInputError as e:
-            if "too large" in str(e):  # the runtime's own cap on pixels
-                raise Problem(413, "too_large", str(e)) from None
-            raise Problem(400, "unreadable", f"unreadable image: {e}") from None
+            raise decode_problem(e) from None
         except MemoryError:
             raise Problem(413, "too_large", "image too large for the memory available") from None
         size = image.shape[1], image.shape[0]
@@ -166,6 +169,18 @@ class Reader:
         if w * h > limits.max_pixels:
             raise Problem(413, "too_large", f"image too large: {w}x{h} = {w * h / 1e6:.1f} MP, "
                                             f"limit {limits.max_pixels / 1e6:g} MP")
+
+
+def decode_problem(e: RuntimeInputError) -> Problem:
+    """The answer for an image the runtime would not decode. Its errors
+    are one type with a message, so the message tells a decoded image that
+    is unusable (422) or too large (413) from data that is no image (400)."""
+    text = str(e)
+    if "too large" in text:  # the runtime's own cap on pixels
+        return Problem(413, "too_large", text)
+    if "too small" in text or "zero size" in text:
+        return Problem(422, "unusable", text)
+    return Problem(400, "unreadable", f"unreadable image: {text}")
 
 
 # The JSON objects of `python -m runtime classify --json` (less "path",
