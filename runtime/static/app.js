@@ -7,7 +7,7 @@ const view = $("view"), ctx = view.getContext("2d");
 const video = $("video");
 const MAX_SIDE = 1280;      // the view canvas never holds more than this (a 12 MP photo is shown scaled)
 const FRAME_SIDE = 640;     // camera frames are sent at this long side: enough for digits, cheap to send
-const CONFIDENT = 0.9;      // below this a digit is drawn in amber
+const CONFIDENT = 0.75;     // below this a digit is drawn in amber
 const GOOD = "rgb(0, 200, 83)", DOUBT = "rgb(255, 160, 0)";
 
 let camera = null;          // {stream, running} while the camera loop runs
