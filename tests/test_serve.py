@@ -268,3 +268,18 @@ def test_reader_option_is_passed_on_or_refused_clearly(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and out.stderr.startswith("error:") and "Traceback" not in out.stderr
     assert "reader" in out.stderr
+
+
+def test_the_service_does_not_import_torch():
+    """The server is runtime code: building the app with its models must not pull in torch."""
+    code = ("import importlib.abc, sys\n"
+            "class NoTorch(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'torch' or name.startswith('torch.'):\n"
+            "            raise ImportError('the service must not import torch (' + name + ')')\n"
+            "sys.meta_path.insert(0, NoTorch())\n"
+            "from runtime.serve import Reader, create_app\n"
+            "create_app(Reader())\n"
+            "print('NO_TORCH' if not any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 'TORCH')\n")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.split() == ["NO_TORCH"], out.stderr
