@@ -1,7 +1,8 @@
 """Load and abuse of ``python -m runtime serve``, on localhost only.
 
-Starts the server as its own process (normal priority; this client process
-lowers its own priority so that it takes what the server leaves), then:
+Starts the server as its own process, then (from this client process, at
+normal priority too: a client starved of CPU would add its own waiting to
+every latency it measures):
 
 1. throughput and latency: 1, 4 and 16 concurrent clients, each on its own
    keep-alive connection, posting 640x480 JPEG photos (synthetic camera-like
@@ -256,12 +257,17 @@ def chunked_upload(port: int, total: int) -> int | str:
     return int(line[1]) if len(line) > 1 else "no answer"
 
 
-def abuse_cases(port: int, good_jpeg: bytes, max_body: int, read_timeout: float) -> list[tuple[str, object, int | str]]:
+def png_bomb() -> bytes:
+    """A real, valid PNG of 6000 x 6000 that compresses to a few kB: 36 MP of pixels if decoded.
+    Made before the abuse run starts: encoding it takes the client a while."""
+    return cv2.imencode(".png", np.full((6000, 6000), 255, np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
+
+
+def abuse_cases(port: int, good_jpeg: bytes, max_body: int, read_timeout: float,
+                real_bomb: bytes) -> list[tuple[str, object, int | str]]:
     """(case, expected, got) for each kind of bad request."""
     png = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
     bomb_png = png + (60000).to_bytes(4, "big") * 2 + b"\x08\x02\x00\x00\x00" + bytes(64)
-    # a real, valid PNG of 6000 x 6000 that compresses to a few kB: 36 MP of pixels if decoded
-    real_bomb = cv2.imencode(".png", np.full((6000, 6000), 255, np.uint8), [cv2.IMWRITE_PNG_COMPRESSION, 9])[1].tobytes()
     jpeg_head = good_jpeg[: len(good_jpeg) // 2]
     cases = []
 
@@ -316,7 +322,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--max-body", type=int, default=4 * 2**20, help="server's body limit in the abuse run")
     p.add_argument("--model", help="ONNX model (default: shipped INT8)")
     p.add_argument("--data-dir", help="MNIST IDX files (default: $EDGE_DIGITS_DATA)")
-    p.add_argument("--no-nice", action="store_true", help="keep this client at normal priority")
+    p.add_argument("--nice-client", action="store_true", help="lower this client's priority (nice 19); its "
+                   "latencies then include its own waits for CPU on a busy machine")
     p.add_argument("--json-out", default=str(REPO / "benchmarks" / "results" / "serve_load.json"))
     return p.parse_args(argv)
 
@@ -331,7 +338,7 @@ def main(argv=None) -> int:
               "workers": args.workers, "photos": {"digit": len(digits), "number": len(numbers), "size": list(SIZE),
                                                    "bytes_mean": int(np.mean([len(i["data"]) for i in items]))}}
     proc, port = start_server(args)
-    if not args.no_nice:
+    if args.nice_client:
         os.nice(19)  # the client side only: the server keeps normal priority
     print(f"server pid {proc.pid} on port {port}; CPU {model} ({', '.join(flags)}), {usable_cores()} cores, "
           f"load {load_average()}", flush=True)
@@ -363,6 +370,8 @@ def main(argv=None) -> int:
             for k, v in r["statuses"].items():
                 mem_statuses[k] = mem_statuses.get(k, 0) + v
             rss.append(proc_rss_mb(proc.pid))
+        if args.memory_requests <= 0:
+            rss.append(rss[0])
         result["memory"] = {"requests": done, "seconds": round(time.perf_counter() - t0, 1), "statuses": mem_statuses,
                             "rss_mb": [round(x, 1) for x in rss],
                             "growth_after_first_tenth_mb": round(rss[-1] - rss[1], 1)}
@@ -374,6 +383,7 @@ def main(argv=None) -> int:
         proc.wait(10)
 
     # abuse, on a fresh server, under a steady good load
+    bomb = png_bomb()
     proc, port = start_server(args)
     try:
         stop = threading.Event()
@@ -381,7 +391,7 @@ def main(argv=None) -> int:
             background = pool.submit(drive, port, digits, 4, 600.0, 10**9, stop)
             time.sleep(1.0)
             crowd = slow_crowd(port, 50, digits[0]["data"], args.read_timeout)
-            cases = abuse_cases(port, digits[0]["data"], args.max_body, args.read_timeout)
+            cases = abuse_cases(port, digits[0]["data"], args.max_body, args.read_timeout, bomb)
             for s in crowd:
                 s.close()
             time.sleep(0.5)

@@ -137,10 +137,9 @@ class Reader:
             "number_reader": str(reader_path or self.reader_arg or "built-in (runtime default)"),
         }
 
-    def read(self, data: bytes, number: bool, boxes: bool, limits: Limits) -> tuple[dict, tuple[int, int]]:
-        """Decode and classify one upload (runs on a worker thread): the
-        JSON object and the (width, height) the image was decoded at, which
-        the boxes refer to (large JPEGs are decoded reduced)."""
+    def check(self, data: bytes, limits: Limits) -> None:
+        """The checks that need no decoding (microseconds, done on the event
+        loop before a worker is taken): empty, not an image, too many pixels."""
         if not data:
             raise Problem(400, "empty", "empty body: send the image as the request body or as a multipart file")
         if not looks_like_image(data):
@@ -148,6 +147,11 @@ class Reader:
         dims = image_dimensions(data)
         if dims is not None:
             self._check_pixels(*dims, limits)
+
+    def read(self, data: bytes, number: bool, boxes: bool, limits: Limits) -> tuple[dict, tuple[int, int]]:
+        """Decode and classify one checked upload (runs on a worker thread):
+        the JSON object and the (width, height) the image was decoded at,
+        which the boxes refer to (large JPEGs are decoded reduced)."""
         try:
             image = decode_image(data)
         except RuntimeInputError as e:
@@ -253,6 +257,7 @@ class Service:
         try:
             data, name = await self.body(request)
             boxes = request.query_params.get("boxes", "0").lower() in ("1", "true", "yes")
+            self.reader.check(data, self.limits)
             if self.admitted >= self.limits.workers + self.limits.max_queue:
                 raise Problem(503, "overloaded", f"server busy ({self.admitted} requests in progress); retry shortly")
             self.admitted += 1
