@@ -269,7 +269,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("error: --tls-cert and --tls-key go together", file=sys.stderr)
         return EXIT_FATAL
-    run(args)
+    try:
+        run(args)
+    except OSError as e:  # the port is taken, the address is not this machine's, ...
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FATAL
     return EXIT_OK
 
 

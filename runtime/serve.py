@@ -19,6 +19,7 @@ import functools
 import inspect
 import logging
 import platform
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
@@ -401,10 +402,35 @@ def run(args) -> None:
                     max_queue=args.max_queue, read_timeout_s=args.read_timeout)
     reader = Reader(args.model, args.reader, threads=args.threads)
     app = create_app(reader, limits)
+    sock = listen(args.host, args.port)
+    host, port = sock.getsockname()[:2]
     scheme = "https" if args.tls_cert else "http"
-    print(f"serving on {scheme}://{args.host}:{args.port} ({limits.workers} workers, "
+    print(f"serving on {scheme}://{_url_host(host)}:{port} ({limits.workers} workers, "
           f"{reader.classifier.info.precision} model; Ctrl-C stops)", flush=True)
-    config = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False,
-                            ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key, timeout_keep_alive=5,
-                            server_header=False)
-    uvicorn.Server(config).run()
+    config = uvicorn.Config(app, log_level="warning", access_log=False, ssl_certfile=args.tls_cert,
+                            ssl_keyfile=args.tls_key, timeout_keep_alive=5, server_header=False)
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so that a taken port or a wrong
+    address is one clear error (OSError) before anything is served."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise OSError(f"cannot listen on {host}:{port}: unknown address ({e.strerror})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as e:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -283,3 +283,14 @@ def test_the_service_does_not_import_torch():
             "print('NO_TORCH' if not any(m == 'torch' or m.startswith('torch.') for m in sys.modules) else 'TORCH')\n")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert out.returncode == 0 and out.stdout.split() == ["NO_TORCH"], out.stderr
+
+
+def test_a_taken_port_is_one_clear_error():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = subprocess.run([sys.executable, "-m", "runtime", "serve", "--port", str(port)], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and out.stdout == ""
+    assert out.stderr.strip() == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
