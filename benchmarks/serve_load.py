@@ -60,11 +60,12 @@ def free_port() -> int:
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cmd = [sys.executable, "-m", "runtime", "serve", "--port", str(port), "--workers", str(args.workers),
-           "--read-timeout", str(args.read_timeout), "--max-body", str(args.max_body),
+    cmd = [sys.executable, "-m", "runtime", "serve", "--port", str(port), "--read-timeout", str(args.read_timeout), "--max-body", str(args.max_body),
            "--max-pixels", str(MAX_PIXELS)]
     if args.model:
         cmd += ["--model", args.model]
+    if args.workers:
+        cmd += ["--workers", str(args.workers)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
@@ -317,7 +318,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--levels", default="1,4,16", help="concurrent clients, comma separated (default 1,4,16)")
     p.add_argument("--max-requests", type=int, default=5000, help="cap per level (default 5000)")
     p.add_argument("--memory-requests", type=int, default=10_000, help="requests of the memory run (default 10000)")
-    p.add_argument("--workers", type=int, default=usable_cores(), help="server worker threads (default: cores)")
+    p.add_argument("--workers", type=int, help="server worker threads (default: the server's own)")
     p.add_argument("--read-timeout", type=float, default=2.0, help="server's body read timeout in the abuse run")
     p.add_argument("--max-body", type=int, default=4 * 2**20, help="server's body limit in the abuse run")
     p.add_argument("--model", help="ONNX model (default: shipped INT8)")
@@ -335,12 +336,15 @@ def main(argv=None) -> int:
     numbers = [it for it in items if it["kind"] == "number"]
     model, flags = cpu_info()
     result = {"cpu": model, "cpu_flags": flags, "cores": usable_cores(), "load_average_before": load_average(),
-              "workers": args.workers, "photos": {"digit": len(digits), "number": len(numbers), "size": list(SIZE),
+              "photos": {"digit": len(digits), "number": len(numbers), "size": list(SIZE),
                                                    "bytes_mean": int(np.mean([len(i["data"]) for i in items]))}}
     proc, port = start_server(args)
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    c.request("GET", "/v1/health")
+    result["workers"] = json.loads(c.getresponse().read())["limits"]["workers"]
     if args.nice_client:
         os.nice(19)  # the client side only: the server keeps normal priority
-    print(f"server pid {proc.pid} on port {port}; CPU {model} ({', '.join(flags)}), {usable_cores()} cores, "
+    print(f"server pid {proc.pid} on port {port}, {result['workers']} workers; CPU {model} ({', '.join(flags)}), {usable_cores()} cores, "
           f"load {load_average()}", flush=True)
     try:
         drive(port, digits, 2, 2.0, 200)  # warm-up

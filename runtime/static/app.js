@@ -31,7 +31,7 @@ async function read(blob) {
     headers: {"Content-Type": blob.type || "application/octet-stream"},
   });
   const body = await response.json();
-  const timing = /dur=([\d.]+)/.exec(response.headers.get("Server-Timing") || "");
+  const timing = /read;dur=([\d.]+)/.exec(response.headers.get("Server-Timing") || "");
   const size = /(\d+)x(\d+)/.exec(response.headers.get("X-Image-Size") || "");
   return {
     ok: response.ok, status: response.status, body,
