@@ -355,13 +355,16 @@ def main(argv=None) -> int:
                 with Load(proc.pid) as load:
                     r = drive(port, pool, c, args.seconds, args.max_requests)
                 cpu_ms = load.server_cores * r["seconds"] / max(r["requests"], 1) * 1000
+                # On a shared machine the server gets what the others leave: its CPU time per request
+                # (and so the rate per core it was given) is the figure that carries to a quiet machine.
                 r.update(endpoint=endpoint, server_cores=round(load.server_cores, 2), server_cpu_ms_per_request=round(cpu_ms, 1),
+                         rps_per_server_core=round(r["rps"] / load.server_cores, 1) if load.server_cores > 0 else None,
                          client_cores=round(load.client_cores, 2),
                          other_cores=round(load.other_cores, 2) if load.other_cores is not None else None)
                 result["levels"].append(r)
                 print(f"/v1/{endpoint:6} {c:>2} clients: {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
                       f"p99 {r['p99_ms']:6.1f} ms  statuses {r['statuses']}  wrong {r['wrong_answers']}  "
-                      f"(server CPU {r['server_cpu_ms_per_request']} ms/request; cores used: server {r['server_cores']}, client {r['client_cores']}, "
+                      f"(server CPU {r['server_cpu_ms_per_request']} ms/request, {r['rps_per_server_core']} req/s per core it got; cores used: server {r['server_cores']}, client {r['client_cores']}, "
                       f"other processes {r['other_cores']})", flush=True)
 
         # memory over many requests
