@@ -76,6 +76,20 @@ def test_page_and_openapi_are_served(server):
     spec = json.loads(doc)
     assert status == 200 and {"/v1/digit", "/v1/number", "/v1/health", "/metrics"} <= set(spec["paths"])
 
+    def refs(node):
+        if isinstance(node, dict):
+            yield from ([node["$ref"]] if "$ref" in node else [])
+            for v in node.values():
+                yield from refs(v)
+        elif isinstance(node, list):
+            for v in node:
+                yield from refs(v)
+
+    for ref in refs(spec):  # every reference points at something in the document
+        target = spec
+        for key in ref.removeprefix("#/").split("/"):
+            target = target[key]
+
 
 def test_digit_answers_equal_the_cli(server, photos):
     for path, label, expected in photos["digit"]:
