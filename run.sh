@@ -17,9 +17,9 @@ setup() {
         python3 -m venv .venv
     fi
     # torch is pinned to the release this project is tested with; the extras bring the rest.
-    if ! "$PY" -c "import torch, onnxruntime, pytest, cv2" 2>/dev/null || [ .venv/.installed -ot pyproject.toml ]; then
+    if ! "$PY" -c "import torch, onnxruntime, pytest, cv2, starlette, playwright" 2>/dev/null || [ .venv/.installed -ot pyproject.toml ]; then
         "$PY" -m pip install -q --upgrade pip
-        "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[cpu,train,export,dev]"
+        "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[cpu,train,export,dev,serve]"
         touch .venv/.installed
     fi
 }
