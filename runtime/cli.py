@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterator
 
 from .errors import ModelError, RuntimeInputError
+from .results import digit_json, number_json
 
 EXIT_OK, EXIT_INPUT, EXIT_FATAL = 0, 1, 2
 
@@ -227,12 +228,7 @@ class Output:
 
     def result(self, path: str, r) -> None:
         if self.as_json:
-            if self.number:
-                obj = {"path": path, "number": r.number, "rows": r.numbers,
-                       "digits": [{"digit": d.label, "confidence": round(d.confidence, 4), "box": list(d.box),
-                                   "row": d.row} for d in r.digits]}
-            else:
-                obj = {"path": path, "digit": r.label, "confidence": round(r.confidence, 4)}
+            obj = {"path": path, **(number_json(r) if self.number else digit_json(r))}
             print(json.dumps(obj), flush=True)
             return
         self._header()

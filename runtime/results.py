@@ -46,3 +46,19 @@ class NumberReading:
     def confidence(self) -> float:
         """Probability that every digit is right (product of confidences)."""
         return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
+
+
+def digit_json(p: Prediction, box: bool = False) -> dict:
+    """The JSON object of one digit (``classify --json``, the HTTP API)."""
+    obj = {"digit": p.label, "confidence": round(p.confidence, 4)}
+    if box:
+        obj["box"] = list(p.box) if p.box is not None else None
+    return obj
+
+
+def number_json(r: NumberReading) -> dict:
+    """The JSON object of a number: every row's number top to bottom (``number`` joins them with a
+    space), and each digit with its confidence, box (x, y, w, h in the image) and row."""
+    return {"number": r.number, "rows": r.numbers,
+            "digits": [{"digit": d.label, "confidence": round(d.confidence, 4), "box": list(d.box), "row": d.row}
+                       for d in r.digits]}

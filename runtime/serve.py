@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import logging
 import platform
 import socket
@@ -38,6 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from . import DigitClassifier, ModelError, NoDigitFound, RuntimeInputError, decode_image
+from .results import digit_json, number_json
 
 log = logging.getLogger("runtime.serve")
 STATIC = Path(__file__).resolve().parent / "static"
@@ -119,23 +119,15 @@ class Reader:
     """The loaded models and the work a worker thread does for one image."""
 
     def __init__(self, model: str | None = None, reader: str | None = None, threads: int = 1):
-        kwargs = {}
-        if reader is not None:
-            if "reader" not in inspect.signature(DigitClassifier).parameters:
-                raise ModelError(f"--reader {reader}: this runtime has no learned number reader yet "
-                                 "(DigitClassifier takes no reader=); numbers are read by the built-in reader")
-            kwargs["reader"] = reader
-        self.classifier = DigitClassifier(model, threads=threads, **kwargs)
-        self.reader_arg = reader
+        self.classifier = DigitClassifier(model, threads=threads, reader=reader)
+        self.classifier.reader  # noqa: B018  both models load now: a bad --reader fails at start, not mid-request
 
     def describe(self) -> dict:
-        info = self.classifier.info
-        reader = getattr(self.classifier, "reader", None)
-        reader_path = getattr(reader, "path", None) or getattr(getattr(reader, "info", None), "path", None)
+        info, reader = self.classifier.info, self.classifier.reader.info
         return {
             "digit": {"path": str(info.path), "precision": info.precision, "classes": list(info.classes),
                       "input_size": info.input_size},
-            "number_reader": str(reader_path or self.reader_arg or "built-in (runtime default)"),
+            "number_reader": {"path": str(reader.path), "precision": reader.precision, "input_height": reader.input_size},
         }
 
     def check(self, data: bytes, limits: Limits) -> None:
@@ -187,20 +179,6 @@ def decode_problem(e: RuntimeInputError) -> Problem:
     if "too small" in text or "zero size" in text:
         return Problem(422, "unusable", text)
     return Problem(400, "unreadable", f"unreadable image: {text}")
-
-
-# The JSON objects of `python -m runtime classify --json` (less "path",
-# which a request has only as an optional file name).
-def digit_json(p, boxes: bool) -> dict:
-    obj = {"digit": p.label, "confidence": round(p.confidence, 4)}
-    if boxes:
-        obj["box"] = list(p.box) if p.box is not None else None
-    return obj
-
-
-def number_json(r) -> dict:
-    return {"number": r.number,
-            "digits": [{"digit": d.label, "confidence": round(d.confidence, 4), "box": list(d.box)} for d in r.digits]}
 
 
 # ------------------------------------------------------------ metrics

@@ -275,8 +275,7 @@ def test_overload_is_refused_with_503_and_the_rest_are_served(photos):
 
 
 def test_reader_option_is_passed_on_or_refused_clearly(tmp_path):
-    """Without a learned reader in this runtime (or with a file that is no
-    model) --reader ends the command with one line and status 2."""
+    """A --reader file that is no model ends the command at start, with one line and status 2."""
     bogus = tmp_path / "reader.onnx"
     bogus.write_bytes(b"not a model")
     out = subprocess.run([sys.executable, "-m", "runtime", "serve", "--port", "0", "--reader", str(bogus)], cwd=REPO,
