@@ -39,7 +39,7 @@ CALIBRATION_ROWS = 500  # a multiple of the quantizer's batch of 100: histogram 
 CALIBRATION_SEED = 7
 FP32_TOLERANCE = 1e-3  # logits over rows of hundreds of columns: a little more rounding than a 28x28 image
 MIN_STRING_AGREEMENT = 0.995
-FLOAT_TAIL = 4  # the last convolutions kept float: the head, the two along the row, the one folding the height
+FLOAT_TAIL = 6  # the last convolutions kept float: the head, the two along the row, the one folding the height
 MAX_ACCURACY_DROP = 0.003
 
 

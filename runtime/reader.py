@@ -20,6 +20,9 @@ DEFAULT_BATCH = 32  # rows per session call
 # A digit read below this confidence is dropped: the reader is unsure there is a digit at all
 # (a speck, a scribble's loop). 0 keeps every digit.
 MIN_CONFIDENCE = 0.3
+# Rows besides an image's heaviest one count only when read this surely (mean digit confidence): a
+# shadow's rim, a stain or paper texture found as a row of its own must not add a digit to the number.
+OTHER_ROW_CONFIDENCE = 0.8
 
 
 class NumberReader:
@@ -62,8 +65,8 @@ class NumberReader:
             for k, p in zip(chunk, probs):
                 digits[k] = self.decode(p, flat[k][1])
         readings = [NumberReading() for _ in images]
-        for k, (i, _) in enumerate(flat):
-            if digits[k]:
+        for k, (i, row) in enumerate(flat):
+            if digits[k] and (row.main or np.mean([d.confidence for d in digits[k]]) >= OTHER_ROW_CONFIDENCE):
                 for d in digits[k]:
                     d.row = len(readings[i].rows)
                 readings[i].rows.append(digits[k])

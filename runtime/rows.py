@@ -41,6 +41,7 @@ class RowImage:
     pixels: np.ndarray  # float32 [height, width] in [0, 1], light ink on dark
     to_input: np.ndarray  # 2x3 affine map from row pixels to input-image pixels
     input_shape: tuple[int, int]  # (H, W) of the input image
+    main: bool = True  # the image's heaviest row (others must read surely to count: see reader)
 
     def box(self, x0: float, x1: float) -> tuple[int, int, int, int]:
         """(x, y, w, h) in the input image of the ink between row columns x0 and x1."""
@@ -69,7 +70,11 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
         rows = find_rows(analysis)
     if not rows:
         raise NoDigitFound("no number found (no ink)")
-    return [cut_row(analysis, row, height) for row in rows]
+    images = [cut_row(analysis, row, height) for row in rows]
+    heaviest = max(range(len(rows)), key=lambda k: sum(c.mass for c in rows[k]))
+    for k, image in enumerate(images):
+        image.main = k == heaviest
+    return images
 
 
 def find_rows(analysis: InkAnalysis) -> list[list[Component]]:
