@@ -91,14 +91,16 @@ def without_nproc(argv: list[str]) -> list[str]:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    world = distributed.from_env() if args.nproc == 1 else None
     if args.nproc != 1:
         if args.nproc < 1 or "WORLD_SIZE" in os.environ:
             print(f"error: --nproc {args.nproc}: give 1 or more, and leave it out under torchrun", file=sys.stderr)
             return 1
         return distributed.launch(args.nproc, without_nproc(argv))
+    world = distributed.from_env()  # this process's rank under torchrun
     try:
         cfg = config_from_args(args)
+        if cfg.arch == "reader" and world.distributed:
+            raise ValueError("the row reader trains on one process (no torchrun, no --nproc)")
         summary = (train_reader if cfg.arch == "reader" else train)(cfg, resume=args.resume)
     except Interrupted as e:
         if world.main:
