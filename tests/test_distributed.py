@@ -180,3 +180,20 @@ def test_nproc_under_torchrun_is_refused(capsys, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["--nproc", "2"]) == 1
     assert "leave it out under torchrun" in capsys.readouterr().err
+
+
+def test_speed_benchmark_puts_world_sizes_side_by_side(tmp_path):
+    # Machinery only (tiny data, threshold 0): the real figures come from the full run on MNIST.
+    from benchmarks.machine import usable_cores
+    from benchmarks.train_speed import main as bench_main
+    data = write_dataset(tmp_path / "data", n_train=400)
+    out = tmp_path / "bench.json"
+    assert bench_main(["--nproc", "1", "2", "--threshold", "0", "--json-out", str(out), "--out", str(tmp_path / "runs"),
+                       "--data-dir", str(data), *SMALL, "--batch-size", "32", "--epochs", "1"]) == 0
+    rows = json.loads(out.read_text())
+    cores = usable_cores()
+    assert [(r["recipe"], r["processes"], r["threads_per_process"]) for r in rows] == \
+        [("fast", 1, cores), ("fast", 2, max(1, cores // 2))]
+    assert rows[0]["epochs"] == rows[1]["epochs"] == 1
+    for r in rows:
+        assert r["images_per_second"] > 0 and r["time_to_threshold"] is not None
