@@ -107,7 +107,8 @@ def main(argv=None) -> int:
             print(f"interrupted: {e}", file=sys.stderr)
         return 130
     except (DataError, CheckpointError, ValueError) as e:
-        print(f"error{f' (rank {world.rank})' if world.distributed else ''}: {e}", file=sys.stderr)
+        if world.main or not getattr(e, "shared", False):  # an error all ranks share is told once
+            print(f"error{f' (rank {world.rank})' if world.distributed else ''}: {e}", file=sys.stderr)
         return 1
     if not world.main:
         return 0

@@ -145,6 +145,26 @@ def gather(obj, world: World) -> list:
     return out
 
 
+def main_first(fn, world: World):
+    """``fn()`` on rank 0, then on the others (so that a download happens once
+    per machine). An error on any rank is raised on every rank, marked
+    ``shared`` (reported once, by rank 0), instead of leaving peers waiting."""
+    def attempt():
+        try:
+            return fn(), None
+        except Exception as e:  # noqa: BLE001  any failure is passed on, then re-raised
+            return None, e
+    result, error = attempt() if world.main else (None, None)
+    for turn in ("main", "others"):
+        errors = [e for e in gather(error, world) if e is not None]
+        if errors:
+            errors[0].shared = world.distributed
+            raise errors[0]
+        if turn == "main" and not world.main:
+            result, error = attempt()
+    return result
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()

@@ -115,12 +115,9 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    # Rank 0 first, so that a download happens once (per machine: the other ranks find the files).
-    data_dir = resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download) if world.main else None
-    distributed.barrier(world)
-    data_dir = data_dir or resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download)
     # The whole dataset lives on the training device: batches are index gathers, no loader workers.
-    splits = load_splits(data_dir, cfg.dataset, cfg.val_size, cfg.seed).to(device)
+    splits = distributed.main_first(lambda: load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download),
+                                                        cfg.dataset, cfg.val_size, cfg.seed), world).to(device)
     if cfg.train_subset:
         splits.train_x, splits.train_y = splits.train_x[:cfg.train_subset], splits.train_y[:cfg.train_subset]
 
@@ -191,7 +188,9 @@ def load_resume_state(path: Path, world: distributed.World) -> dict:
             error = str(e)
     state, error = distributed.from_main((state, error), world)
     if error:
-        raise checkpoint.CheckpointError(error)
+        e = checkpoint.CheckpointError(error)
+        e.shared = True  # reported by rank 0
+        raise e
     return state
 
 
