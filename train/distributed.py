@@ -90,7 +90,10 @@ def wrap(model: torch.nn.Module, world: World, device: torch.device, sync_bn: bo
     if sync_bn:
         # The converted modules share the parameters and running-statistics buffers of ``model``.
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    # broadcast_buffers=False: DDP would copy rank 0's BatchNorm running statistics to the others before
+    # every step, one more collective a step for buffers only rank 0 ever uses (it evaluates and saves).
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
 
 
 def steps_per_epoch(n: int, global_batch: int, world: World) -> int:
