@@ -17,7 +17,7 @@ from conftest import REPO, write_dataset
 from train import checkpoint, distributed
 from train.models import build_model
 
-TIMEOUT = 120  # seconds for one launch; a healthy one takes 10-20 s on the busy 2-core machine
+TIMEOUT = 300  # seconds for one launch; a healthy one takes 10-20 s (far more on a 2-core machine that is busy)
 SMALL = ["--no-download", "--val-size", "100", "--eval-interval", "5"]
 
 
@@ -130,7 +130,7 @@ def test_two_ranks_at_batch_b_match_one_process_at_batch_2b(tmp_path):
 def test_killed_two_process_run_resumes_on_one_without_losing_data(tmp_path):
     data = write_dataset(tmp_path / "data", n_train=400)  # 300 training images: 10 steps of 32 an epoch
     out = tmp_path / "run"
-    args = ["--data-dir", str(data), *SMALL, "--batch-size", "32", "--epochs", "40", "--out", str(out)]
+    args = ["--data-dir", str(data), *SMALL, "--batch-size", "32", "--epochs", "20", "--out", str(out)]
     launcher = start(train_cmd("--nproc", "2", *args))
     seen = []
     try:
@@ -145,17 +145,17 @@ def test_killed_two_process_run_resumes_on_one_without_losing_data(tmp_path):
     assert code != 0 and "state saved to" in log, log[-3000:]
     assert (out / "resume.pt").exists() and not (out / "best.pt").exists()
     stopped_at = torch.load(out / "resume.pt", weights_only=True)["progress"]["iteration"]
-    assert 0 < stopped_at < 400
+    assert 0 < stopped_at < 200
 
     (code, log), = finish([start(train_cmd("--resume", "--out", str(out)))])  # one process now
     assert code == 0, log[-3000:]
     assert f"resuming from {out / 'resume.pt'} at iteration {stopped_at}" in log
     raw = sane(out / "best.pt")
-    assert raw["metrics"]["iterations"] == 400 and not (out / "resume.pt").exists()
+    assert raw["metrics"]["iterations"] == 200 and not (out / "resume.pt").exists()
     metrics = json.loads((out / "metrics.json").read_text())
     # No step lost or repeated across the cut: a loss point every 10 iterations, an evaluation every 5.
-    assert [p["iteration"] for p in metrics["train"]] == list(range(10, 401, 10))
-    assert [p["iteration"] for p in metrics["eval"]] == list(range(5, 401, 5))
+    assert [p["iteration"] for p in metrics["train"]] == list(range(10, 201, 10))
+    assert [p["iteration"] for p in metrics["eval"]] == list(range(5, 201, 5))
 
 
 def test_two_nodes_on_localhost_train_through_one_rendezvous(tmp_path):
