@@ -11,7 +11,7 @@ def test_without_cuda_it_says_so_and_exits_0(tmp_path):
     out = tmp_path / "gpu.json"
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}  # no GPU, even on a machine with one
     done = subprocess.run([sys.executable, "-m", "benchmarks.gpu_check", "--json-out", str(out)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          capture_output=True, text=True, timeout=300)  # seconds when not starved of CPU
     assert done.returncode == 0, done.stderr
     assert "no CUDA device here" in done.stdout and "nothing measured" in done.stdout
     assert json.loads(out.read_text())["skipped"] == "no CUDA device"
