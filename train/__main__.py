@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
+from . import distributed
 from .checkpoint import CheckpointError
 from .config import DEFAULT_RECIPE, RECIPES, TrainConfig
 from .data import DATASETS, DataError
@@ -56,6 +58,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="also record test accuracy at each evaluation (reporting only, never steers)")
     p.add_argument("--out", dest="out_dir", default="runs/latest", help="output directory")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--nproc", type=int, default=1,
+                   help="training processes on this machine (started by torchrun's machinery); --batch-size "
+                        "stays the global batch. Under torchrun itself leave it at 1")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="several CUDA processes: BatchNorm statistics over the global batch (SyncBatchNorm)")
     return p.parse_args(argv)
 
 
@@ -68,17 +75,43 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return cfg
 
 
+def without_nproc(argv: list[str]) -> list[str]:
+    """The command line each started process gets: this one without --nproc."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a == "--nproc":
+            skip = True
+        elif not a.startswith("--nproc="):
+            out.append(a)
+    return out
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
+    if args.nproc != 1:
+        if args.nproc < 1 or "WORLD_SIZE" in os.environ:
+            print(f"error: --nproc {args.nproc}: give 1 or more, and leave it out under torchrun", file=sys.stderr)
+            return 1
+        return distributed.launch(args.nproc, without_nproc(argv))
+    world = distributed.from_env()  # this process's rank under torchrun
     try:
         cfg = config_from_args(args)
+        if cfg.arch == "reader" and world.distributed:
+            raise ValueError("the row reader trains on one process (no torchrun, no --nproc)")
         summary = (train_reader if cfg.arch == "reader" else train)(cfg, resume=args.resume)
     except Interrupted as e:
-        print(f"interrupted: {e}", file=sys.stderr)
+        if world.main:
+            print(f"interrupted: {e}", file=sys.stderr)
         return 130
     except (DataError, CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        if world.main or not getattr(e, "shared", False):  # an error all ranks share is told once
+            print(f"error{f' (rank {world.rank})' if world.distributed else ''}: {e}", file=sys.stderr)
         return 1
+    if not world.main:
+        return 0
     print(f"\ndone in {summary['train_seconds']:.1f} s of training ({summary['epochs']:.2f} epochs, "
           f"{summary['parameters']:,} parameters)")
     print(f"  best validation accuracy {100 * summary['val_accuracy']:.2f}% at iteration {summary['best_iteration']}")

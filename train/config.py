@@ -53,6 +53,7 @@ class TrainConfig:
     std: float = 0.5
     seed: int = 0
     device: str = "auto"               # auto | cpu | cuda
+    sync_bn: bool = False              # several CUDA processes: BatchNorm statistics over the global batch
     dataset: str = "mnist"
     data_dir: str | None = None
     download: bool = True

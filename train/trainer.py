@@ -1,4 +1,5 @@
-"""The training loop: in-memory batches, periodic validation, early stopping, interrupt and resume."""
+"""The training loop: in-memory batches, periodic validation, early stopping, interrupt and resume,
+on one process or several (torchrun; see train/distributed.py)."""
 from __future__ import annotations
 
 import copy
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import checkpoint, plots
+from . import checkpoint, distributed, plots
 from .config import TrainConfig
 from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, resolve_data_dir, to_input
 from .files import atomic_output
@@ -89,21 +90,34 @@ def make_optimizer(model, cfg: TrainConfig, total_steps: int):
 
 
 def train(cfg: TrainConfig, resume: bool = False) -> dict:
-    """Train per ``cfg`` and write checkpoint, metrics and plots to ``cfg.out_dir``. Returns the summary."""
+    """Train per ``cfg`` and write checkpoint, metrics and plots to ``cfg.out_dir``. Returns the summary.
+
+    Under torchrun every process calls this; rank 0 alone evaluates and writes
+    files, and every process returns its summary."""
+    world = distributed.from_env()
+    # The device comes from this call's --device, also on --resume: a run may continue elsewhere.
+    device = distributed.device_for(world, pick_device(cfg.device))
+    # Signals are caught from the start: a launcher's SIGTERM that reaches one
+    # process while another is still loading data must not kill it outright.
+    with stop_requests() as stop, distributed.process_group(world, device):
+        return train_on(world, device, cfg, resume, stop)
+
+
+def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, resume: bool, stop: dict) -> dict:
+    say = print if world.main else (lambda *args, **kwargs: None)
     out = Path(cfg.out_dir)
     resume_path = out / "resume.pt"
     state = None
     if resume:
-        state = checkpoint.load_file(resume_path)
-        cfg = TrainConfig(**state["config"])
-    device = pick_device(cfg.device)
+        state = load_resume_state(resume_path, world)
+        cfg = TrainConfig(**{**state["config"], "device": cfg.device})
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
-    data_dir = resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download)
     # The whole dataset lives on the training device: batches are index gathers, no loader workers.
-    splits = load_splits(data_dir, cfg.dataset, cfg.val_size, cfg.seed).to(device)
+    splits = distributed.main_first(lambda: load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download),
+                                                        cfg.dataset, cfg.val_size, cfg.seed), world).to(device)
     if cfg.train_subset:
         splits.train_x, splits.train_y = splits.train_x[:cfg.train_subset], splits.train_y[:cfg.train_subset]
 
@@ -112,9 +126,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         init_from(model, cfg)
     model = model.to(device, memory_format=torch.channels_last)  # faster convolutions on CPU (oneDNN) and GPU alike
     n = len(splits.train_x)
-    steps_per_epoch = -(-n // cfg.batch_size)
+    steps_per_epoch = distributed.steps_per_epoch(n, cfg.batch_size, world)
     opt, sched = make_optimizer(model, cfg, cfg.epochs * steps_per_epoch)
     gen = torch.Generator().manual_seed(cfg.seed)  # batch order and augmentation, on CPU for reproducibility
+    # Several processes: `gen` draws the batch order, the same on all; each
+    # draws its augmentation, pool picks and dropout from its own streams.
+    batch_gen = gen
+    if world.distributed:
+        batch_gen = torch.Generator().manual_seed(cfg.seed + 1000 * (world.rank + 1))
+        torch.manual_seed(cfg.seed + 1000 * (world.rank + 1))  # after building the model: same initial weights
 
     progress = dict(steps_per_epoch=steps_per_epoch, epoch=0, step=0, iteration=0, train_seconds=0.0, perm=None,
                     best_val=-1.0, best_iteration=0, best_state=None, evals_since_best=0,
@@ -125,20 +145,53 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         sched.load_state_dict(state["scheduler"])
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        ranks = state.get("ranks", [])
+        if world.distributed and len(ranks) == world.size:  # same world size: every stream continues exactly
+            batch_gen.set_state(ranks[world.rank]["generator"])
+            torch.set_rng_state(ranks[world.rank]["torch_rng"])
+        if state["progress"]["steps_per_epoch"] != steps_per_epoch:
+            raise ValueError(f"{resume_path}: {state['progress']['steps_per_epoch']} steps per epoch, here "
+                             f"{steps_per_epoch} (a last small batch splits differently over {world.size} "
+                             "processes): resume with the number of processes of the interrupted run")
         progress.update(state["progress"])
-        print(f"resuming from {resume_path} at iteration {progress['iteration']}")
+        say(f"resuming from {resume_path} at iteration {progress['iteration']}")
+    net = distributed.wrap(model, world, device, cfg.sync_bn)
 
-    print(f"{cfg.recipe} recipe: {cfg.arch} ({count_parameters(model):,} parameters) on {device}, "
-          f"{n:,} train / {len(splits.val_x):,} val images, {cfg.epochs} epochs of {steps_per_epoch} steps")
+    on = f"{device}" if not world.distributed else \
+        f"{world.size} processes on {device.type} (global batch {cfg.batch_size}, ~{cfg.batch_size // world.size} each)"
+    say(f"{cfg.recipe} recipe: {cfg.arch} ({count_parameters(model):,} parameters) on {on}, "
+        f"{n:,} train / {len(splits.val_x):,} val images, {cfg.epochs} epochs of {steps_per_epoch} steps")
     pools = make_pools(cfg, splits, device)
-    with stop_requests() as stop:
-        stopped_early = run_epochs(cfg, model, opt, sched, gen, splits, pools, device, progress, stop,
-                                   steps_per_epoch)
-        if stop["signal"]:
-            save_resume_state(resume_path, cfg, model, opt, sched, gen, progress)
-            raise Interrupted(f"{stop['signal']} at iteration {progress['iteration']}: state saved to "
-                              f"{resume_path}; continue with --resume --out {out}")
-    return finish(cfg, model, splits, device, progress, stopped_early, out, resume_path)
+    stopped_early = run_epochs(cfg, model, opt, sched, gen, splits, pools, device, progress, stop,
+                               steps_per_epoch, net=net, world=world, batch_gen=batch_gen)
+    # Every process decides alike: the loop returned at the same step everywhere, and a
+    # signal after its last step (during the test evaluation, say) lets the run finish.
+    if stop["signal"] and not stopped_early and progress["iteration"] < cfg.epochs * steps_per_epoch:
+        save_resume_state(resume_path, cfg, model, opt, sched, gen, progress, world, batch_gen)
+        distributed.barrier(world)  # nobody exits before the state is on disk
+        raise Interrupted(f"{stop['signal']} at iteration {progress['iteration']}: state saved to "
+                          f"{resume_path}; continue with --resume --out {out}")
+    summary = finish(cfg, model, splits, device, progress, stopped_early, out, resume_path) if world.main else None
+    return distributed.from_main(summary, world)
+
+
+def load_resume_state(path: Path, world: distributed.World) -> dict:
+    """The saved state, read by rank 0 and sent to the others (on several
+    machines only rank 0's has the file); an unreadable file fails every rank."""
+    if not world.distributed:
+        return checkpoint.load_file(path)
+    state, error = None, None
+    if world.main:
+        try:
+            state = checkpoint.load_file(path)
+        except checkpoint.CheckpointError as e:
+            error = str(e)
+    state, error = distributed.from_main((state, error), world)
+    if error:
+        e = checkpoint.CheckpointError(error)
+        e.shared = True  # reported by rank 0
+        raise e
+    return state
 
 
 def init_from(model, cfg: TrainConfig) -> None:
@@ -201,12 +254,17 @@ def batch_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor):
 
 
 def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device, progress, stop,
-               steps_per_epoch) -> bool:
-    """The optimisation loop proper. Returns True if early stopping ended it."""
+               steps_per_epoch, net=None, world=distributed.World(), batch_gen=None) -> bool:
+    """The optimisation loop proper. Returns True if early stopping ended it.
+
+    ``net`` is what the step calls (DDP around ``model`` on several processes);
+    ``model`` is evaluated, by rank 0 only. Several processes agree on
+    stopping (signal, early stop) every LOG_INTERVAL steps and at evaluations."""
+    net, batch_gen = net or model, batch_gen or gen
     n = len(splits.train_x)
     total = cfg.epochs * steps_per_epoch
     bar = tqdm(total=total, initial=progress["iteration"], unit="it", dynamic_ncols=True, leave=False,
-               disable=None)  # None: no bar when output is not a terminal (CI logs)
+               disable=None if world.main else True)  # None: no bar when output is not a terminal (CI logs)
     running = torch.zeros(3, device=device)  # loss sum, correct, digits seen since the last log point
     tick = time.perf_counter()
     try:
@@ -215,14 +273,15 @@ def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device,
                 progress["perm"] = torch.randperm(n, generator=gen)
             while progress["step"] < steps_per_epoch:
                 idx = progress["perm"][progress["step"] * cfg.batch_size:(progress["step"] + 1) * cfg.batch_size]
+                idx, share = distributed.my_share(idx, world)
                 idx = idx.to(device, non_blocking=True)
-                x, y = make_batch(cfg, splits, pools, idx, gen)
-                model.train()
+                x, y = make_batch(cfg, splits, pools, idx, batch_gen)
+                net.train()
                 with autocast(device):
-                    logits = model(x).float()
+                    logits = net(x).float()
                     loss, digits, correct = batch_loss(cfg, logits, y)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                (loss * share).backward()  # share: 1.0 unless the batch splits unevenly over processes
                 opt.step()
                 sched.step()
                 running += torch.stack([loss.detach() * digits, correct, digits])
@@ -230,24 +289,39 @@ def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device,
                 progress["iteration"] += 1
                 it = progress["iteration"]
                 end_of_epoch = progress["step"] == steps_per_epoch
-                if it % LOG_INTERVAL == 0 or end_of_epoch:
-                    loss_sum, correct, seen = running.tolist()
+                log_now = it % LOG_INTERVAL == 0 or end_of_epoch
+                eval_now = it % cfg.eval_interval == 0 or end_of_epoch
+                if log_now:
+                    loss_sum, correct, seen = distributed.sum_(running, world).tolist()
                     progress["history"]["train"].append(
                         {"iteration": it, "loss": loss_sum / seen, "accuracy": correct / seen})
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
                                     val=f"{max(progress['best_val'], 0):.4f}")
                     running.zero_()
                 bar.update(1)
-                if it % cfg.eval_interval == 0 or end_of_epoch:
+                stop_early = False
+                if eval_now:
                     if device.type == "cuda":
                         torch.cuda.synchronize()
                     progress["train_seconds"] += time.perf_counter() - tick
-                    improved = evaluate(cfg, model, splits, device, progress)
+                    if world.main:
+                        improved = evaluate(cfg, model, splits, device, progress)
+                        stop_early = bool(cfg.patience and not improved
+                                          and progress["evals_since_best"] >= cfg.patience)
                     tick = time.perf_counter()
-                    if cfg.patience and not improved and progress["evals_since_best"] >= cfg.patience:
+                if world.distributed and (log_now or eval_now):
+                    signalled, stop_early = distributed.any_([bool(stop["signal"]), stop_early], world, device)
+                    if signalled:
+                        stop["signal"] = stop["signal"] or "a peer's signal"
+                    if stop_early:
                         return True
-                if stop["signal"]:
-                    return False
+                    if signalled:
+                        return False
+                elif not world.distributed:
+                    if stop_early:
+                        return True
+                    if stop["signal"]:
+                        return False
             progress["epoch"] += 1
             progress["step"] = 0
             progress["perm"] = None
@@ -272,10 +346,17 @@ def evaluate(cfg, model, splits: Splits, device, progress) -> bool:
     return False
 
 
-def save_resume_state(path, cfg, model, opt, sched, gen, progress) -> None:
-    checkpoint.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-                     "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                     "torch_rng": torch.get_rng_state(), "progress": progress}, path)
+def save_resume_state(path, cfg, model, opt, sched, gen, progress, world=distributed.World(), batch_gen=None) -> None:
+    """Rank 0 writes the state; with several processes it also holds each
+    one's random streams (used when resuming on as many processes)."""
+    state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "scheduler": sched.state_dict(), "generator": gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "progress": progress}
+    if world.distributed:
+        state["ranks"] = distributed.gather({"generator": batch_gen.get_state(), "torch_rng": torch.get_rng_state()},
+                                            world)
+    if world.main:
+        checkpoint.save(state, path)
 
 
 def finish(cfg, model, splits: Splits, device, progress, stopped_early, out: Path, resume_path: Path) -> dict:
