@@ -7,6 +7,7 @@ import sys
 from .checkpoint import CheckpointError
 from .config import DEFAULT_RECIPE, RECIPES, TrainConfig
 from .data import DATASETS, DataError
+from .files import sigterm_as_interrupt
 from .models import ARCHS
 from .trainer import Interrupted, train
 
@@ -67,9 +68,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 def main(argv=None) -> int:
     args = parse_args(argv)
     try:
-        summary = train(config_from_args(args), resume=args.resume)
+        with sigterm_as_interrupt():  # while writing results too: no temporary file left behind
+            summary = train(config_from_args(args), resume=args.resume)
     except Interrupted as e:
         print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside the training loop (loading data, writing results)
+        print("interrupted: no partial file written", file=sys.stderr)
         return 130
     except (DataError, CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

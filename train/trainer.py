@@ -16,7 +16,7 @@ from tqdm import tqdm
 from . import checkpoint, plots
 from .config import TrainConfig
 from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, resolve_data_dir, to_input
-from .files import atomic_output
+from .files import atomic_output, clean_stale_temps
 from .models import build_model, count_parameters
 from .pieces import make_cut_pieces, make_outliers
 
@@ -93,8 +93,9 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     out = Path(cfg.out_dir)
     resume_path = out / "resume.pt"
     state = None
+    clean_stale_temps(out, OUTPUTS)  # of a run killed while writing
     if resume:
-        state = checkpoint.load_file(resume_path)
+        state = load_resume_state(resume_path)
         cfg = TrainConfig(**state["config"])
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
@@ -120,11 +121,15 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
                     best_val=-1.0, best_iteration=0, best_state=None, evals_since_best=0,
                     history={"train": [], "eval": []})
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise checkpoint.CheckpointError(f"{resume_path}: resume state does not fit its configuration "
+                                             f"({str(e).strip().splitlines()[0][:200]})") from None
         progress.update(state["progress"])
         print(f"resuming from {resume_path} at iteration {progress['iteration']}")
 
@@ -270,6 +275,31 @@ def evaluate(cfg, model, splits: Splits, device, progress) -> bool:
         return True
     progress["evals_since_best"] += 1
     return False
+
+
+# Files a run writes into its output directory (each through atomic_output).
+OUTPUTS = ("best.pt", "resume.pt", "metrics.json", "curves.png", "confusion.png")
+RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "generator", "torch_rng", "progress")
+
+
+def load_resume_state(path: Path) -> dict:
+    """The state ``save_resume_state`` wrote, checked: a best.pt copied over
+    resume.pt (or any other file) is named, not a KeyError."""
+    state = checkpoint.load_file(path)
+    if state.get("format") == checkpoint.FORMAT:
+        raise checkpoint.CheckpointError(f"{path}: is a finished checkpoint (best.pt), not a resume state; "
+                                         "--resume continues an interrupted run")
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise checkpoint.CheckpointError(f"{path}: not a resume state (lacks {', '.join(missing)})")
+    if not isinstance(state["config"], dict) or not isinstance(state["progress"], dict):
+        raise checkpoint.CheckpointError(f"{path}: not a resume state (config or progress is not a mapping)")
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(state["config"]) - known)
+    if unknown:
+        raise checkpoint.CheckpointError(f"{path}: resume state from another version (unknown settings: "
+                                         f"{', '.join(unknown[:5])})")
+    return state
 
 
 def save_resume_state(path, cfg, model, opt, sched, gen, progress) -> None:
