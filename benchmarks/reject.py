@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,10 +38,13 @@ from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
 def digit_confidences(clf: DigitClassifier, images, labels, n: int, seed: int) -> np.ndarray:
     """Best-class probability of each single-digit photo of ``seed``
     (0 where the preprocessing already finds no digit)."""
+    start = time.perf_counter()
     samples = generate_set(images, labels, n, 0, seed=seed)
     with tempfile.TemporaryDirectory(prefix="edge-digits-reject-") as tmp:
         paths = write_files(samples, Path(tmp), seed)
-        return confidences(clf, paths)
+        conf = confidences(clf, paths)
+    print(f"seed {seed}: {n} digit photos in {time.perf_counter() - start:.0f} s", file=sys.stderr, flush=True)
+    return conf
 
 
 def confidences(clf: DigitClassifier, inputs) -> np.ndarray:

@@ -132,6 +132,8 @@ def iter_inputs(paths: list[str]) -> Iterator[Item]:
                 dirs.sort()
                 found += [os.path.join(root, f) for f in sorted(files) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
             yield from (Item(f) for f in found)
+            if not found and not errors:  # say so, rather than print nothing for this argument
+                yield Item(arg, f"{arg}: no image files in this directory")
             for e in errors:
                 yield Item(e.filename or arg, f"{e.filename or arg}: cannot read directory ({e.strerror or e})")
         elif p.exists() or p.is_symlink():

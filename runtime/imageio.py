@@ -18,7 +18,10 @@ import io
 import os
 import stat
 import struct
+import sys
+import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,10 +198,12 @@ def read_header(data: bytes) -> Header:
     except UnidentifiedImageError:
         raise RuntimeInputError("not a readable image (unknown format, or corrupt/truncated data; "
                                 "PNG, JPEG, TIFF, BMP, WebP and PNM are read)") from None
-    except Image.DecompressionBombError as e:
-        raise RuntimeInputError(f"image too large ({e})") from None
+    except Image.DecompressionBombError:
+        raise RuntimeInputError(f"image too large (over {2 * Image.MAX_IMAGE_PIXELS // 1_000_000} MP, "
+                                f"limit {MAX_PIXELS // 1_000_000} MP)") from None
     except (OSError, SyntaxError, ValueError, struct.error, IndexError, KeyError, TypeError, EOFError) as e:
-        raise RuntimeInputError(f"corrupt or truncated image data ({str(e).strip() or type(e).__name__})") from None
+        reason = " ".join(str(e).split())[:160] or type(e).__name__  # one line, whatever the file held
+        raise RuntimeInputError(f"corrupt or truncated image data ({reason})") from None
     return header
 
 
@@ -248,7 +253,15 @@ def decode_image(data: bytes) -> np.ndarray:
                                     f"{len(data)} bytes can hold")
     flags, shape = decode_plan(header, len(data), memory_budget())
     try:
-        image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+        if header.format == "JPEG":
+            with _libjpeg_messages() as messages:
+                image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
+            corrupt = [m for m in messages if m.startswith(("Corrupt JPEG data", "Premature end"))]
+            if corrupt:
+                # libjpeg only warns, and decodes what it could as a guess
+                raise RuntimeInputError(f"corrupt JPEG data ({corrupt[0]})")
+        else:
+            image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flags)
     except cv2.error as e:
         raise RuntimeInputError(f"cannot decode image ({_cv2_reason(e)})") from None
     if image is None:
@@ -257,6 +270,30 @@ def decode_image(data: bytes) -> np.ndarray:
         raise RuntimeInputError(f"corrupt image: decoded {image.shape[1]}x{image.shape[0]}, "
                                 f"header says {shape[1]}x{shape[0]}")
     return to_uint8(image)
+
+
+@contextmanager
+def _libjpeg_messages():
+    """Collect what libjpeg writes to the process's stderr meanwhile (its
+    warnings: OpenCV neither returns nor raises them), instead of letting
+    it through. Yields a list filled on exit."""
+    messages: list[str] = []
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no usable stderr: nothing to collect
+        yield messages
+        return
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield messages
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read(4096).decode("utf-8", "replace")
+            messages += [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def _check_size(w: int, h: int) -> None:
