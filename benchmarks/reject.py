@@ -101,8 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         p.error("the test seed must not be a calibration seed")
     clf = DigitClassifier(args.model, threads=1)
     images, labels = load_split(data_dir_from(args.data_dir, SHARED_DATA_DIR), "test")
-    calib = np.concatenate([digit_confidences(clf, images, labels, args.n, s) for s in args.calibrate]) \
-        if args.calibrate else np.zeros(0)
+    per_seed = {}
+    for s in args.calibrate:  # each seed's figures are written as soon as they exist: runs are long
+        per_seed[s] = digit_confidences(clf, images, labels, args.n, s)
+        if args.json_out:
+            Path(args.json_out).with_suffix(".partial.json").write_text(
+                json.dumps({k: v.tolist() for k, v in per_seed.items()}))
+    calib = np.concatenate(list(per_seed.values())) if per_seed else np.zeros(0)
     threshold = calibrate(calib, args.target) if len(calib) else DEFAULT_MIN_CONFIDENCE
     test = digit_confidences(clf, images, labels, args.n, args.test)
     results = {

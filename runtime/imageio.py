@@ -55,7 +55,7 @@ COLOUR_MAX_PIXELS = 16_000_000
 # coefficient, i.e. one byte per 512 pixels; a header claiming more than 4x
 # that over the data there is lies, and libjpeg would pad the rest with grey.
 JPEG_MAX_PIXELS_PER_BYTE = 2048
-STRIP_ELEMENTS = 1 << 20  # conversion to 8 bits works on strips of about this many values
+STRIP_ELEMENTS = 1 << 18  # conversion to 8 bits works on strips of about this many values (2 MiB as float64)
 
 _budget: int | None = None
 
