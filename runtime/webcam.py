@@ -87,8 +87,9 @@ def run(clf, source: int | str = 0, number: bool = False, display: bool = True,
     """Process frames until the source ends, ``q``/Esc, or ``max_frames``.
 
     Returns {"frames", "seconds", "fps"} (processing frame rate) and
-    "expected", the frame count the video file announces (None if unknown),
-    so that a video that ends early can be reported."""
+    "expected", the frame count the video file announces when the video
+    ran out (None if unknown, or if the run was stopped before), so that a
+    video that ends early can be reported."""
     if output is not None and Path(output).is_dir():
         raise RuntimeInputError(f"{output}: is a directory (--output needs a video file name)")
     cap = open_source(source)
@@ -124,6 +125,7 @@ def run(clf, source: int | str = 0, number: bool = False, display: bool = True,
                 break
             ok, frame = cap.read()
         finished = True
+        ended = not ok or frame is None  # the source ran out (not q/Esc, not max_frames)
     finally:
         cap.release()
         if writer is not None:
@@ -143,7 +145,7 @@ def run(clf, source: int | str = 0, number: bool = False, display: bool = True,
                 pass
     seconds = time.perf_counter() - t0
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0,
-            "expected": expected}
+            "expected": expected if ended else None}
 
 
 def _open_writer(output: Path, frame: np.ndarray, cap: cv2.VideoCapture):
