@@ -210,8 +210,8 @@ def read_header(data: bytes) -> Header:
 def _header_of(im, data: bytes) -> Header:
     w, h = im.size
     bands = im.getbands()
-    alpha = "A" in bands or "a" in bands or (im.mode == "P" and "transparency" in im.info)
-    channels = (4 if alpha else 3) if im.mode == "P" else len(bands)
+    alpha = "A" in bands or "a" in bands or "transparency" in im.info  # a tRNS chunk becomes an alpha channel
+    channels = (4 if alpha else 3) if im.mode == "P" else len(bands) + ("transparency" in im.info)
     bits = {"I": 32, "F": 32}.get(im.mode, 16 if im.mode.startswith("I;16") else 8)
     rawmode = im.tile[0][3] if im.tile and isinstance(im.tile[0][3], str) else ""
     digits = "".join(c if c.isdigit() else " " for c in rawmode.split(";", 1)[1]) if ";" in rawmode else ""
