@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import warnings
 from contextlib import contextmanager
@@ -48,9 +49,28 @@ class PixelModel(nn.Module):
         return self.model((pixels - self.mean) / self.std)
 
 
-def wrap(ckpt: dict, model: nn.Module) -> PixelModel:
-    norm = ckpt["normalization"]
-    return PixelModel(model, norm["mean"], norm["std"]).eval()
+def wrap(ckpt: dict, model: nn.Module, path: str | os.PathLike = "checkpoint") -> PixelModel:
+    """The model behind its normalisation, refused when it cannot give a
+    meaningful answer: non-finite weights, a degenerate normalisation, or
+    non-finite logits on plain inputs (a model that answers NaN would export,
+    pass a NaN parity check and print NaN for every image)."""
+    from train.checkpoint import CheckpointError
+
+    norm = ckpt.get("normalization") or {}
+    mean, std = norm.get("mean"), norm.get("std")
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (mean, std)) or abs(std) < 1e-6:
+        raise CheckpointError(f"{path}: degenerate normalisation (mean={mean!r}, std={std!r}): std must be "
+                              "a finite number away from 0")
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not torch.isfinite(t).all()]
+    if bad:
+        raise CheckpointError(f"{path}: weights are not finite (NaN or inf in {', '.join(bad[:3])}"
+                              f"{', ...' if len(bad) > 3 else ''})")
+    module = PixelModel(model, mean, std).eval()
+    probe = torch.stack([torch.zeros(1, 28, 28), torch.ones(1, 28, 28), torch.full((1, 28, 28), 0.5)])
+    with torch.inference_mode():
+        if not torch.isfinite(module(probe)).all():
+            raise CheckpointError(f"{path}: the model's logits are not finite (NaN or inf) on plain inputs")
+    return module
 
 
 def export_graph(module: PixelModel, opset: int = DEFAULT_OPSET, example: torch.Tensor | None = None,

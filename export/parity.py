@@ -35,10 +35,15 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def compare(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray) -> Parity:
     if reference.shape != candidate.shape:
         raise ValueError(f"logit shapes differ: {reference.shape} vs {candidate.shape}")
+    # NaN compares false with everything: a NaN logit would make every
+    # tolerance check pass. A non-finite row disagrees, and makes the
+    # difference infinite.
+    finite = np.isfinite(reference).all(1) & np.isfinite(candidate).all(1)
+    diff = np.abs(reference.astype(np.float64) - candidate).max() if finite.all() else float("inf")
     return Parity(
         images=len(labels),
-        agreement=float((reference.argmax(1) == candidate.argmax(1)).mean()),
-        max_abs_diff=float(np.abs(reference.astype(np.float64) - candidate).max()),
+        agreement=float(((reference.argmax(1) == candidate.argmax(1)) & finite).mean()),
+        max_abs_diff=float(diff),
         reference_accuracy=accuracy(reference, labels),
         accuracy=accuracy(candidate, labels),
     )

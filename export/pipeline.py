@@ -26,6 +26,7 @@ import torch
 
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.config import DEFAULT_RECIPE, RECIPES
+from train.files import clean_stale_temps, sigterm_as_interrupt
 from train.idx import DATA_ENV, DataError, data_dir_from
 
 from .data import load_pixels
@@ -38,6 +39,8 @@ from .quantize import DEFAULT_CALIBRATION_SIZE, DEFAULT_METHOD, VariantResult, m
 from .to_onnx import FP32_TOLERANCE, ExportResult, export_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
+# What the pipeline writes into its output directory (each through atomic_output).
+PUBLISHED = ("digits-fp32.onnx", "digits-int8.onnx", "digits-fp16.onnx", "parity.json", "parity.md")
 SHIP_DIR = REPO / "runtime" / "models"
 SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx"}
 READER_CHECKPOINT = REPO / "checkpoints" / "reader.pt"  # kept beside the product for benchmarks and parity tests
@@ -225,6 +228,7 @@ def ship(report: dict) -> list[Path]:
 
 def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     out_dir = Path(args.out or f"runs/{args.recipe}")
+    clean_stale_temps(out_dir, PUBLISHED)  # of a run killed while writing
     run = Run(out_dir, args.recipe, args.seed, data_dir_from(args.data_dir, Path("data") / "MNIST" / "raw"), command)
     checkpoint = Path(args.checkpoint) if args.checkpoint else train_stage(run, args.epochs)
     if load(checkpoint)["arch"] == "reader":
@@ -244,7 +248,7 @@ def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     ckpt = load(checkpoint)
     pixels, labels = load_pixels(run.data_dir, "test")
     files = {"fp32": exported.path, **{v.precision: v.path for v in variants}}
-    parity = parity_table(wrap(ckpt, load_model(ckpt, checkpoint)), files, pixels, labels)
+    parity = parity_table(wrap(ckpt, load_model(ckpt, checkpoint), checkpoint), files, pixels, labels)
     report = build_report(run, checkpoint, exported, variants, parity)
     write_text(out_dir / "parity.json", json.dumps(report, indent=2) + "\n")
     text = markdown_report(report)
@@ -281,7 +285,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     command = shlex.join(["python", "-m", "export.pipeline", *(sys.argv[1:] if argv is None else argv)])
     try:
-        run_pipeline(args, command)
+        with sigterm_as_interrupt():  # temporary files are removed on the way out
+            run_pipeline(args, command)
     except (CheckpointError, DataError, ExportError, PipelineError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

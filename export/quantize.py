@@ -26,7 +26,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from train.files import atomic_output
+from train.files import atomic_output, clean_stale_temps, sigterm_as_interrupt
 from train.idx import DATA_ENV, DataError, data_dir_from, load_split
 
 from .compact import compact
@@ -263,9 +263,13 @@ def main(argv=None) -> int:
               f"(FP32 {p.reference_accuracy:.2%})")
         return 0
     fp16_out = variant_path(args.model, "fp16", out.parent) if args.fp16 else None
+    for path in (out, fp16_out):
+        if path is not None:
+            clean_stale_temps(path.parent, [path.name])  # of a run killed while writing
     try:
-        results = make_variants(args.model, out, args.data_dir, args.calibration_size, args.method, fp16_out,
-                                args.min_agreement)
+        with sigterm_as_interrupt():
+            results = make_variants(args.model, out, args.data_dir, args.calibration_size, args.method, fp16_out,
+                                    args.min_agreement)
     except (DataError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from train.checkpoint import CheckpointError, load, load_model, sha256
-from train.files import atomic_output
+from train.files import atomic_output, clean_stale_temps, sigterm_as_interrupt
 from train.idx import DATA_ENV, DataError, data_dir_from
 
 from .data import load_pixels
@@ -55,7 +55,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, dat
                       opset: int = DEFAULT_OPSET, tolerance: float = FP32_TOLERANCE) -> ExportResult:
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = load(checkpoint)
-    module = wrap(ckpt, load_model(ckpt, checkpoint))
+    module = wrap(ckpt, load_model(ckpt, checkpoint), checkpoint)
     accuracy = checkpoint_test_accuracy(ckpt, checkpoint)
     pixels, labels = load_pixels(data_dir_from(data_dir), "test")  # before the slow part: fail fast
 
@@ -104,14 +104,16 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> int:
     args = parse_args(argv)
     out = Path(args.out) if args.out else Path(args.checkpoint).with_suffix(".onnx")
+    clean_stale_temps(out.parent, [out.name])  # of an export killed while writing
     try:
-        if is_reader_checkpoint(args.checkpoint):
-            path, size, p = export_reader(args.checkpoint, out, args.data_dir, args.opset)
-            print(f"wrote {path} ({size / 1024:.1f} KiB)")
-            print(f"  vs PyTorch on {p.rows} test rows: same string {p.string_agreement:.2%}, max |logit diff| "
-                  f"{p.max_abs_diff:.2g}, exact rows {p.accuracy:.2%}")
-            return 0
-        r = export_checkpoint(args.checkpoint, out, args.data_dir, args.opset, args.tolerance)
+        with sigterm_as_interrupt():
+            if is_reader_checkpoint(args.checkpoint):
+                path, size, p = export_reader(args.checkpoint, out, args.data_dir, args.opset)
+                print(f"wrote {path} ({size / 1024:.1f} KiB)")
+                print(f"  vs PyTorch on {p.rows} test rows: same string {p.string_agreement:.2%}, max |logit diff| "
+                      f"{p.max_abs_diff:.2g}, exact rows {p.accuracy:.2%}")
+                return 0
+            r = export_checkpoint(args.checkpoint, out, args.data_dir, args.opset, args.tolerance)
     except (CheckpointError, DataError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="read numbers: every row of digits, top to bottom (JSON: 'rows', and 'number' = rows "
                             "joined by a space)")
         q.add_argument("--reader", help="row-reader ONNX model for --number (default: the shipped INT8 reader)")
+        q.add_argument("--min-confidence", type=_probability, default=None, metavar="P",
+                       help="answer 'no digit found' when a single digit's confidence is below P "
+                            "(default: calibrated, see benchmarks/reject.py)")
 
     c = sub.add_parser("classify", help="classify image files or directories of images")
     c.add_argument("paths", nargs="+", metavar="PATH", help="image files, or directories searched recursively")
@@ -85,6 +88,23 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
+    return value
+
+
+def _classifier(args: argparse.Namespace, **kwargs):
+    from .classifier import DEFAULT_MIN_CONFIDENCE, DigitClassifier
+
+    threshold = DEFAULT_MIN_CONFIDENCE if args.min_confidence is None else args.min_confidence
+    return DigitClassifier(args.model, threads=args.threads, min_confidence=threshold, reader=args.reader, **kwargs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -145,6 +165,8 @@ def iter_inputs(paths: list[str]) -> Iterator[Item]:
                 dirs.sort()
                 found += [os.path.join(root, f) for f in sorted(files) if Path(f).suffix.lower() in IMAGE_EXTENSIONS]
             yield from (Item(f) for f in found)
+            if not found and not errors:  # say so, rather than print nothing for this argument
+                yield Item(arg, f"{arg}: no image files in this directory")
             for e in errors:
                 yield Item(e.filename or arg, f"{e.filename or arg}: cannot read directory ({e.strerror or e})")
         elif p.exists() or p.is_symlink():
@@ -154,9 +176,7 @@ def iter_inputs(paths: list[str]) -> Iterator[Item]:
 
 
 def run_classify(args: argparse.Namespace) -> int:
-    from .classifier import DigitClassifier
-
-    clf = DigitClassifier(args.model, threads=args.threads, batch_size=args.batch_size, reader=args.reader)
+    clf = _classifier(args, batch_size=args.batch_size)
     out = Output(args.json, args.number)
     failed = False
     batch: list[Item] = []
@@ -201,6 +221,11 @@ def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
         results = clf.predictions([p for _, p in prepared])
     by_item = {id(item): r for (item, _), r in zip(prepared, results)}
     for item in items:
+        if item.error is None:
+            try:  # a non-finite output, or a digit below --min-confidence, is an error for its input
+                clf.checked(by_item[id(item)])
+            except (RuntimeInputError, ModelError) as e:
+                item.error = _with_path(item.path, e)
         if item.error is not None:
             out.error(item.path, item.error)
         else:
@@ -220,6 +245,11 @@ class Output:
     def __init__(self, as_json: bool, number: bool):
         self.as_json, self.number = as_json, number
         self.header_done = False
+        # A file name the terminal's encoding cannot show (a Unicode name on
+        # an ASCII-only stdout) is escaped, not a UnicodeEncodeError.
+        for stream in (sys.stdout, sys.stderr):
+            if hasattr(stream, "reconfigure"):
+                stream.reconfigure(errors="backslashreplace")
 
     def _header(self) -> None:
         if not self.as_json and not self.header_done:
@@ -249,17 +279,22 @@ class Output:
 
 
 def run_webcam(args: argparse.Namespace) -> int:
-    from .classifier import DigitClassifier
     from .webcam import run
 
     source = args.source
     if source.isdigit():
         source = int(source)
-    clf = DigitClassifier(args.model, threads=args.threads, reader=args.reader)
+    clf = _classifier(args)
     stats = run(clf, source, number=args.number, display=not args.no_display, output=args.output,
                 max_frames=args.max_frames)
     print(f"{stats['frames']} frames in {stats['seconds']:.1f} s ({stats['fps']:.1f} FPS)"
           + (f", video written to {args.output}" if args.output else ""), file=sys.stderr)
+    expected = stats.get("expected")
+    if expected is not None and stats["frames"] < expected:
+        # A video that ends early (corrupt or cut) must not pass for a complete run.
+        print(f"error: {args.source}: read {stats['frames']} of {expected} frames (the video ends early or "
+              f"is corrupt)", file=sys.stderr)
+        return EXIT_INPUT
     return EXIT_OK
 
 

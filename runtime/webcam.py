@@ -10,6 +10,7 @@ crash never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 from pathlib import Path
@@ -26,14 +27,40 @@ GREEN, YELLOW, RED = (0, 200, 0), (0, 220, 255), (0, 0, 255)
 
 def open_source(source: int | str) -> cv2.VideoCapture:
     """A camera index or a video file, opened and checked."""
-    if isinstance(source, str) and not Path(source).exists():
-        raise RuntimeInputError(f"{source}: no such video file")
+    if isinstance(source, str):
+        _check_source_file(source)
     cap = cv2.VideoCapture(source)
     if not cap.isOpened():
         cap.release()
         what = f"camera {source}" if isinstance(source, int) else f"{source}: not a readable video"
         raise RuntimeInputError(f"cannot open {what}" if isinstance(source, int) else what)
     return cap
+
+
+def _check_source_file(source: str) -> None:
+    """A video file, or a camera device node: a FIFO (or socket, or block
+    device) would block FFmpeg forever or feed it endless data."""
+    try:
+        mode = os.stat(source).st_mode
+    except FileNotFoundError:
+        raise RuntimeInputError(f"{source}: no such video file") from None
+    except OSError as e:
+        raise RuntimeInputError(f"{source}: cannot read ({e.strerror or e})") from None
+    if stat.S_ISDIR(mode):
+        raise RuntimeInputError(f"{source}: is a directory, not a video file")
+    camera = stat.S_ISCHR(mode) and os.path.realpath(source).startswith("/dev/video")
+    if not (stat.S_ISREG(mode) or camera):
+        what = ("a named pipe (FIFO)" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                else "a device that is not a camera")
+        raise RuntimeInputError(f"{source}: not a video file or camera: {what}")
+
+
+def frame_count(cap: cv2.VideoCapture, source: int | str) -> int | None:
+    """Frames the container says the video file holds (None for a camera or when unknown)."""
+    if isinstance(source, int):
+        return None
+    n = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    return int(n) if n and 0 < n < 1e9 else None
 
 
 def annotate(frame: np.ndarray, clf, number: bool) -> np.ndarray:
@@ -48,7 +75,7 @@ def annotate(frame: np.ndarray, clf, number: bool) -> np.ndarray:
                 _box(out, d.box, f"{d.label} {d.confidence:.2f}", _colour(d.confidence), scale, thick)
             _label(out, f"number: {reading.number} ({reading.confidence:.2f})", (10, out.shape[0] - 12), YELLOW, scale, thick)
         else:
-            p = clf.predictions([clf.preprocess(frame)])[0]
+            p = clf.checked(clf.predictions([clf.preprocess(frame)])[0])
             _box(out, p.box, f"{p.label} {p.confidence:.2f}", _colour(p.confidence), scale * 1.3, thick)
     except NoDigitFound:
         _label(out, "no digit", (10, out.shape[0] - 12), RED, scale, thick)
@@ -59,8 +86,14 @@ def run(clf, source: int | str = 0, number: bool = False, display: bool = True,
         output: str | os.PathLike | None = None, max_frames: int | None = None) -> dict:
     """Process frames until the source ends, ``q``/Esc, or ``max_frames``.
 
-    Returns {"frames", "seconds", "fps"} (processing frame rate)."""
+    Returns {"frames", "seconds", "fps"} (processing frame rate) and
+    "expected", the frame count the video file announces when the video
+    ran out (None if unknown, or if the run was stopped before), so that a
+    video that ends early can be reported."""
+    if output is not None and Path(output).is_dir():
+        raise RuntimeInputError(f"{output}: is a directory (--output needs a video file name)")
     cap = open_source(source)
+    expected = frame_count(cap, source)
     writer = None
     tmp = None
     frames, t0 = 0, time.perf_counter()
@@ -92,26 +125,34 @@ def run(clf, source: int | str = 0, number: bool = False, display: bool = True,
                 break
             ok, frame = cap.read()
         finished = True
+        ended = not ok or frame is None  # the source ran out (not q/Esc, not max_frames)
     finally:
         cap.release()
         if writer is not None:
             writer.release()
-            if finished and frames > 0:
-                os.replace(tmp, output)
-            elif tmp is not None and tmp.exists():
-                tmp.unlink()
+            try:
+                if finished and frames > 0:
+                    os.replace(tmp, output)
+            except OSError as e:
+                raise RuntimeInputError(f"{output}: cannot write video ({e.strerror or e})") from None
+            finally:
+                if tmp is not None and tmp.exists():
+                    tmp.unlink()
         if display:
             try:
                 cv2.destroyAllWindows()
             except cv2.error:
                 pass
     seconds = time.perf_counter() - t0
-    return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0}
+    return {"frames": frames, "seconds": seconds, "fps": frames / seconds if seconds > 0 else 0.0,
+            "expected": expected if ended else None}
 
 
 def _open_writer(output: Path, frame: np.ndarray, cap: cv2.VideoCapture):
     if output.parent and not output.parent.exists():
         raise RuntimeInputError(f"{output}: directory {output.parent} does not exist")
+    if output.is_dir():
+        raise RuntimeInputError(f"{output}: is a directory (--output needs a video file name)")
     src_fps = cap.get(cv2.CAP_PROP_FPS)
     fps = src_fps if src_fps and 1 <= src_fps <= 240 else 30.0
     h, w = frame.shape[:2]
@@ -120,6 +161,8 @@ def _open_writer(output: Path, frame: np.ndarray, cap: cv2.VideoCapture):
     tmp = output.with_name(f".{output.stem}.{os.getpid()}.tmp{output.suffix or '.mp4'}")
     writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
     if not writer.isOpened():
+        writer.release()
+        tmp.unlink(missing_ok=True)
         raise RuntimeInputError(f"{output}: cannot write video (unsupported container or codec)")
     return writer, tmp
 

@@ -326,3 +326,40 @@ def test_cli_error_is_one_line_without_traceback(tmp_path, mnist_dir):
                             cwd=REPO, capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {missing}: no such file"
+
+
+# --- issue 14: checkpoints that can only give nonsense are refused -------------------------------------
+
+
+def _untrained_checkpoint(path: Path, **normalization) -> Path:
+    from train.checkpoint import make_checkpoint, save
+    from train.models import build_model
+
+    model = build_model("edge")
+    norm = {"mean": 0.13, "std": 0.31, **normalization}
+    save(make_checkpoint(model, "edge", {}, classes=[str(d) for d in range(10)], dataset="mnist", train_config={},
+                         metrics={"test_accuracy": 0.1}, **norm), path)
+    return path
+
+
+@pytest.mark.parametrize("kind, word", [("nan-weight", "not finite"), ("inf-weight", "not finite"),
+                                        ("std-zero", "degenerate normalisation"), ("std-nan", "degenerate")])
+def test_to_onnx_refuses_checkpoints_that_answer_nonsense(tmp_path, capsys, data_args, kind, word):
+    ckpt_path = _untrained_checkpoint(tmp_path / "bad.pt", **({"std": 0.0} if kind == "std-zero" else
+                                                               {"std": float("nan")} if kind == "std-nan" else {}))
+    if kind.endswith("weight"):
+        ckpt = torch.load(ckpt_path, weights_only=True)
+        name = next(k for k, v in ckpt["state_dict"].items() if v.is_floating_point())
+        ckpt["state_dict"][name].view(-1)[0] = float("nan") if kind == "nan-weight" else float("inf")
+        torch.save(ckpt, ckpt_path)
+    out = tmp_path / "m.onnx"
+    assert_refused(to_onnx.main([str(ckpt_path), "-o", str(out), *data_args]), capsys, ckpt_path, word)
+    assert_nothing_written(tmp_path, out)
+
+
+def test_export_cleans_its_stale_temporary_files(tmp_path, capsys, data_args):
+    stale = tmp_path / ".m.onnx.k2j4h1.tmp"
+    stale.write_bytes(b"left by a killed export")
+    to_onnx.main([str(tmp_path / "absent.pt"), "-o", str(tmp_path / "m.onnx"), *data_args])
+    capsys.readouterr()
+    assert not stale.exists()

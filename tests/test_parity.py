@@ -65,6 +65,21 @@ def test_model_card_describes_the_shipped_files():
         assert sha256(REPO / "runtime" / "models" / name) in card, f"{MODEL_CARD}: SHA-256 of {name} is stale"
 
 
+def test_nan_never_passes_parity():
+    """NaN compares false with everything: a NaN model must fail, not pass."""
+    from export.errors import VerificationError
+    from export.verify import check_fp32_parity
+
+    reference = np.eye(3, dtype=np.float32)
+    candidate = reference.copy()
+    candidate[1] = np.nan
+    p = compare(reference, candidate, np.arange(3))
+    assert p.max_abs_diff == float("inf") and p.agreement == pytest.approx(2 / 3)
+    with pytest.raises(VerificationError):
+        check_fp32_parity(p, "m.onnx", 1e-4)
+    assert compare(candidate, candidate, np.arange(3)).agreement == pytest.approx(2 / 3)
+
+
 # ------------------------------------------------------------ the shipped row reader
 
 READER_CHECKPOINT = REPO / "checkpoints" / "reader.pt"

@@ -244,3 +244,63 @@ def test_init_starts_from_the_checkpoints_weights(tmp_path):
     with pytest.raises(ValueError, match="--init checkpoint is edge"):
         trainer.train(small_config(tmp_path / "d", data, init=str(tmp_path / "a" / "best.pt"), arch="seed",
                                    arch_config={}))
+
+
+# --- issue 14: no tracebacks, no leftovers ------------------------------------------------------------
+
+
+def test_resume_from_a_best_pt_is_named_not_a_keyerror(tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    model = build_model("edge")
+    ckpt = checkpoint.make_checkpoint(model, "edge", {}, mean=0.1, std=0.3, classes=[str(d) for d in range(10)],
+                                      dataset="mnist", train_config={}, metrics={})
+    checkpoint.save(ckpt, out / "resume.pt")
+    assert train_main(["--resume", "--out", str(out), "--no-download"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "resume.pt" in err and "not a resume state" in err
+
+
+def test_failed_download_is_one_line_and_leaves_no_empty_folders(tmp_path, monkeypatch, capsys):
+    import torchvision.datasets
+
+    def offline(root, *args, **kwargs):  # as torchvision does: make the folder, then fail to fill it
+        os.makedirs(os.path.join(root, "MNIST", "raw"), exist_ok=True)
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -3] no network>")
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", offline)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("EDGE_DIGITS_DATA", raising=False)
+    assert train_main(["--download", "--out", str(tmp_path / "o")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "download failed" in err and "Traceback" not in err
+    assert not (tmp_path / "data").exists()
+
+
+def test_stale_temporary_files_are_cleaned_at_start(tmp_path):
+    from train.files import clean_stale_temps
+
+    stale = [tmp_path / ".best.pt.abc123.tmp", tmp_path / ".confusion.png.x_y.tmp"]
+    keep = [tmp_path / "best.pt", tmp_path / ".other.tmp", tmp_path / "notes.best.pt.1.tmp"]
+    for p in stale + keep:
+        p.write_bytes(b"x")
+    assert sorted(clean_stale_temps(tmp_path, trainer.OUTPUTS)) == sorted(stale)
+    assert all(p.exists() for p in keep) and not any(p.exists() for p in stale)
+
+
+def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
+    """SIGTERM arriving inside atomic_output (outside the training loop's
+    own handler) unwinds like Ctrl-C: the temporary file is removed."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from train.files import atomic_output, sigterm_as_interrupt\n"
+        "try:\n"
+        "    with sigterm_as_interrupt(), atomic_output(sys.argv[1]) as tmp:\n"
+        "        tmp.write_bytes(b'half')\n"
+        "        os.kill(os.getpid(), signal.SIGTERM)\n"
+        "        time.sleep(5)\n"
+        "except KeyboardInterrupt:\n"
+        "    sys.exit(130)\n")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "best.pt")], cwd=REPO, timeout=60)
+    assert result.returncode == 130
+    assert list(tmp_path.iterdir()) == []

@@ -9,6 +9,7 @@ from . import distributed
 from .checkpoint import CheckpointError
 from .config import DEFAULT_RECIPE, RECIPES, TrainConfig
 from .data import DATASETS, DataError
+from .files import sigterm_as_interrupt
 from .models import ARCHS
 from .reader import train_reader
 from .trainer import Interrupted, train
@@ -101,10 +102,14 @@ def main(argv=None) -> int:
         cfg = config_from_args(args)
         if cfg.arch == "reader" and world.distributed:
             raise ValueError("the row reader trains on one process (no torchrun, no --nproc)")
-        summary = (train_reader if cfg.arch == "reader" else train)(cfg, resume=args.resume)
+        with sigterm_as_interrupt():  # while writing results too: no temporary file left behind
+            summary = (train_reader if cfg.arch == "reader" else train)(cfg, resume=args.resume)
     except Interrupted as e:
         if world.main:
             print(f"interrupted: {e}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # outside the training loop (loading data, writing results)
+        print("interrupted: no partial file written", file=sys.stderr)
         return 130
     except (DataError, CheckpointError, ValueError) as e:
         if world.main or not getattr(e, "shared", False):  # an error all ranks share is told once

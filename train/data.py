@@ -64,9 +64,30 @@ def resolve_data_dir(data_dir: str | None, dataset: str, download: bool) -> Path
 
     root = path.parent.parent if path.name == "raw" and path.parent.name == tv_name else path
     print(f"downloading {dataset} into {root} ...")
-    for train in (True, False):
-        getattr(torchvision.datasets, tv_name)(root, train=train, download=True)
-    return root / tv_name / "raw"
+    target = root / tv_name / "raw"
+    created = [d for d in (root, root / tv_name, target) if not d.exists()]
+    try:
+        for train in (True, False):
+            getattr(torchvision.datasets, tv_name)(root, train=train, download=True)
+    except Exception as e:  # noqa: BLE001  network, HTTP, checksum, disk: all mean "no data"
+        _remove_empty(created)
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: no {dataset} IDX files here, and the download failed ({reason}); "
+                        f"pass --data-dir or set {DATA_ENV}") from None
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return target
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove the directories a failed download created, deepest first, if
+    nothing else was put there (partial downloads are torchvision's to keep)."""
+    for d in sorted(directories, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def load_splits(data_dir: Path, dataset: str, val_size: int, seed: int) -> Splits:

@@ -22,10 +22,10 @@ from tqdm import tqdm
 from . import checkpoint, plots
 from .config import TrainConfig
 from .data import DataError, load_splits, resolve_data_dir
-from .files import atomic_output
+from .files import atomic_output, clean_stale_temps
 from .models import RowReader, build_model, count_parameters
 from .rows import ROW_HEIGHT, RowBatch, RowMaker
-from .trainer import Interrupted, autocast, make_optimizer, pick_device, stop_requests
+from .trainer import OUTPUTS, Interrupted, autocast, make_optimizer, pick_device, stop_requests
 
 DIGITS_PER_ROW = 4.6  # mean of train.rows.DIGIT_COUNTS: an "epoch" shows each training digit about once
 EVAL_ROWS = 2000
@@ -134,9 +134,12 @@ def join(a: RowBatch, b: RowBatch) -> RowBatch:
 
 def train_reader(cfg: TrainConfig, resume: bool = False) -> dict:
     out = Path(cfg.out_dir)
+    clean_stale_temps(out, OUTPUTS)  # of a run killed while writing
     resume_path = out / "resume.pt"
     saved = checkpoint.load_file(resume_path) if resume else None
     if saved is not None:
+        if not all(k in saved for k in ("config", "model", "optimizer", "scheduler", "generator", "state")):
+            raise checkpoint.CheckpointError(f"{resume_path}: not a row reader's resume state")
         cfg = TrainConfig(**saved["config"])
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from . import checkpoint, distributed, plots
 from .config import TrainConfig
 from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, resolve_data_dir, to_input
-from .files import atomic_output
+from .files import atomic_output, clean_stale_temps
 from .models import build_model, count_parameters
 from .pieces import make_cut_pieces, make_outliers
 
@@ -108,6 +108,7 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
     out = Path(cfg.out_dir)
     resume_path = out / "resume.pt"
     state = None
+    clean_stale_temps(out, OUTPUTS)  # of a run killed while writing
     if resume:
         state = load_resume_state(resume_path, world)
         cfg = TrainConfig(**{**state["config"], "device": cfg.device})
@@ -140,15 +141,19 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
                     best_val=-1.0, best_iteration=0, best_state=None, evals_since_best=0,
                     history={"train": [], "eval": []})
     if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        gen.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        ranks = state.get("ranks", [])
-        if world.distributed and len(ranks) == world.size:  # same world size: every stream continues exactly
-            batch_gen.set_state(ranks[world.rank]["generator"])
-            torch.set_rng_state(ranks[world.rank]["torch_rng"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+            sched.load_state_dict(state["scheduler"])
+            gen.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            ranks = state.get("ranks", [])
+            if world.distributed and len(ranks) == world.size:  # same world size: every stream continues exactly
+                batch_gen.set_state(ranks[world.rank]["generator"])
+                torch.set_rng_state(ranks[world.rank]["torch_rng"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as e:
+            raise checkpoint.CheckpointError(f"{resume_path}: resume state does not fit its configuration "
+                                             f"({str(e).strip().splitlines()[0][:200]})") from None
         if state["progress"]["steps_per_epoch"] != steps_per_epoch:
             raise ValueError(f"{resume_path}: {state['progress']['steps_per_epoch']} steps per epoch, here "
                              f"{steps_per_epoch} (a last small batch splits differently over {world.size} "
@@ -179,11 +184,11 @@ def load_resume_state(path: Path, world: distributed.World) -> dict:
     """The saved state, read by rank 0 and sent to the others (on several
     machines only rank 0's has the file); an unreadable file fails every rank."""
     if not world.distributed:
-        return checkpoint.load_file(path)
+        return checked_resume_state(checkpoint.load_file(path), path)
     state, error = None, None
     if world.main:
         try:
-            state = checkpoint.load_file(path)
+            state = checked_resume_state(checkpoint.load_file(path), path)
         except checkpoint.CheckpointError as e:
             error = str(e)
     state, error = distributed.from_main((state, error), world)
@@ -344,6 +349,30 @@ def evaluate(cfg, model, splits: Splits, device, progress) -> bool:
         return True
     progress["evals_since_best"] += 1
     return False
+
+
+# Files a run writes into its output directory (each through atomic_output).
+OUTPUTS = ("best.pt", "resume.pt", "metrics.json", "curves.png", "confusion.png")
+RESUME_KEYS = ("config", "model", "optimizer", "scheduler", "generator", "torch_rng", "progress")
+
+
+def checked_resume_state(state: dict, path: Path) -> dict:
+    """The state ``save_resume_state`` wrote, checked: a best.pt copied over
+    resume.pt (or any other file) is named, not a KeyError."""
+    if state.get("format") == checkpoint.FORMAT:
+        raise checkpoint.CheckpointError(f"{path}: is a finished checkpoint (best.pt), not a resume state; "
+                                         "--resume continues an interrupted run")
+    missing = [k for k in RESUME_KEYS if k not in state]
+    if missing:
+        raise checkpoint.CheckpointError(f"{path}: not a resume state (lacks {', '.join(missing)})")
+    if not isinstance(state["config"], dict) or not isinstance(state["progress"], dict):
+        raise checkpoint.CheckpointError(f"{path}: not a resume state (config or progress is not a mapping)")
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(state["config"]) - known)
+    if unknown:
+        raise checkpoint.CheckpointError(f"{path}: resume state from another version (unknown settings: "
+                                         f"{', '.join(unknown[:5])})")
+    return state
 
 
 def save_resume_state(path, cfg, model, opt, sched, gen, progress, world=distributed.World(), batch_gen=None) -> None:
