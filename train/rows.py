@@ -106,33 +106,26 @@ class RowMaker:
         is_first[first[lengths > 0]] = True
         pad_left = u(2, 12, rows)
         step = torch.where(is_first, pad_left[row_of], torch.roll(width, 1) + gap)
-        left = _segment_cumsum(step, row_of, rows)
-        right_edge = torch.zeros(rows).index_reduce_(0, row_of, left + width, "amax", include_self=True)
+        total = torch.cumsum(step, 0)  # running sums restarting at each row's first digit
+        left = total - (total - step)[first[row_of]]
+        right_edge = torch.zeros(rows).scatter_reduce_(0, row_of, left + width, "amax")
         widths = torch.where(lengths > 0, right_edge + u(2, 12, rows), u(40, 200, rows)).ceil().long()
         widths = torch.maximum(widths, torch.full_like(widths, 8))
-        total = int(widths.max())
-        total += -total % 4  # the reader's stride
+        span = int(widths.max())
+        span += -span % 4  # the reader's stride
 
         baseline = ROW_HEIGHT / 2 + u(-2, 2, rows)
         cx = left + width / 2
         row_centre = (left.new_zeros(rows).index_add_(0, row_of, cx) / lengths.clamp(min=1))[row_of]
         cy = baseline[row_of] + torch.tan(row_turn)[row_of] * (cx - row_centre) + u(-0.07, 0.07) * ink_h
-        theta = _inverse_maps(scale, stretch, slant, turn, centre, torch.stack([cx, cy], 1),
-                              total, ROW_HEIGHT)
+        theta = _inverse_maps(scale, stretch, slant, turn, centre, torch.stack([cx, cy], 1), span, ROW_HEIGHT)
 
-        canvas = torch.zeros(rows, ROW_HEIGHT, total, device=self.device)
+        canvas = torch.zeros(rows, ROW_HEIGHT * span, device=self.device)
         if n:
-            grid = F.affine_grid(theta.to(self.device), [n, 1, ROW_HEIGHT, total], align_corners=False)
-            placed = F.grid_sample(self.digits[picks.to(self.device)], grid, align_corners=False)
-            canvas.index_reduce_(0, row_of.to(self.device), placed[:, 0], "amax", include_self=True)
-        return canvas.unsqueeze(1), widths
-
-
-def _segment_cumsum(values: torch.Tensor, segment: torch.Tensor, segments: int) -> torch.Tensor:
-    """Running sum of ``values`` restarting at each segment (segments are contiguous and in order)."""
-    total = torch.cumsum(values, 0)
-    start = torch.zeros(segments).index_reduce_(0, segment, total - values, "amin", include_self=False)
-    return total - start[segment]
+            grid = F.affine_grid(theta.to(self.device), [n, 1, ROW_HEIGHT, span], align_corners=False)
+            placed = F.grid_sample(self.digits[picks.to(self.device)], grid, align_corners=False).view(n, -1)
+            canvas.scatter_reduce_(0, row_of.to(self.device)[:, None].expand_as(placed), placed, "amax")
+        return canvas.view(rows, 1, ROW_HEIGHT, span), widths
 
 
 def _inverse_maps(scale, stretch, slant, turn, src_centre, dst_centre, width: int, height: int) -> torch.Tensor:
