@@ -373,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ruled", type=int, default=None, help="number photos on ruled paper (default numbers/4)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped INT8 model)")
-    p.add_argument("--reader", default=None, help="row-reader ONNX model (default: the shipped INT8 reader)")
+    p.add_argument("--reader", default=None, help="row-reader ONNX model (default: the shipped reader)")
     p.add_argument("--checkpoint", default=None, help="torch checkpoint for the cold-start comparison")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
     p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")

@@ -66,7 +66,8 @@ def wrap(ckpt: dict, model: nn.Module, path: str | os.PathLike = "checkpoint") -
         raise CheckpointError(f"{path}: weights are not finite (NaN or inf in {', '.join(bad[:3])}"
                               f"{', ...' if len(bad) > 3 else ''})")
     module = PixelModel(model, mean, std).eval()
-    probe = torch.stack([torch.zeros(1, 28, 28), torch.ones(1, 28, 28), torch.full((1, 28, 28), 0.5)])
+    shape = [d if d > 0 else 64 for d in ckpt.get("input", {}).get("shape", [1, 28, 28])]  # a reader: any width
+    probe = torch.stack([torch.zeros(shape), torch.ones(shape), torch.full(shape, 0.5)])
     with torch.inference_mode():
         if not torch.isfinite(module(probe)).all():
             raise CheckpointError(f"{path}: the model's logits are not finite (NaN or inf) on plain inputs")

@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--number", action="store_true",
                        help="read numbers: every row of digits, top to bottom (JSON: 'rows', and 'number' = rows "
                             "joined by a space)")
-        q.add_argument("--reader", help="row-reader ONNX model for --number (default: the shipped INT8 reader)")
+        q.add_argument("--reader", help="row-reader ONNX model for --number (default: the shipped reader)")
         q.add_argument("--min-confidence", type=_probability, default=None, metavar="P",
                        help="answer 'no digit found' when a single digit's confidence is below P "
                             "(default: calibrated, see benchmarks/reject.py)")

@@ -28,7 +28,7 @@ OTHER_ROW_CONFIDENCE = 0.8
 class NumberReader:
     """Loads a row-reader model once and reads numbers with it.
 
-    >>> reader = NumberReader()              # the shipped INT8 reader
+    >>> reader = NumberReader()              # the shipped reader
     >>> reader.read(["meter.jpg", frame])    # one NumberReading per image
     """
 
