@@ -128,8 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         conf = confidences(clf, arrays)
         results["no_digit"][kind] = {
             "n": len(conf), "no_ink": float((conf == 0).mean()),
-            "rejected_calibrated": float((conf < threshold).mean()),
-            "rejected_shipped_default": float((conf < DEFAULT_MIN_CONFIDENCE).mean()),
+            # 0 = the preprocessing found no ink: rejected whatever the threshold
+            "rejected_calibrated": float(((conf == 0) | (conf < threshold)).mean()),
+            "rejected_shipped_default": float(((conf == 0) | (conf < DEFAULT_MIN_CONFIDENCE)).mean()),
             "confidence_p50_p90_max": [float(np.percentile(conf, q)) for q in (50, 90, 100)],
         }
     print(json.dumps(results, indent=1))
