@@ -213,9 +213,9 @@ def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
         except Exception as e:  # a bug must not stop the other inputs, nor print a traceback
             item.error = f"{item.path}: internal error ({type(e).__name__}: {e})"
     if number:
-        results = clf.reader.read_rows([p for _, p in prepared])
+        results = read_rows_per_item(clf.reader, prepared)
         for (item, _), reading in zip(prepared, results):
-            if not reading.rows:
+            if item.error is None and not reading.rows:
                 item.error = f"{item.path}: no number found"
     else:
         results = clf.predictions([p for _, p in prepared])
@@ -231,6 +231,24 @@ def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
         else:
             out.result(item.path, by_item[id(item)])
     return any(item.error is not None for item in items)
+
+
+def read_rows_per_item(reader, prepared: list) -> list:
+    """All items' rows in as few session calls as possible; if the model's output is not finite (a broken
+    model), each item again on its own, so the error is told per input like any other."""
+    from .results import NumberReading
+
+    try:
+        return reader.read_rows([rows for _, rows in prepared])
+    except ModelError:
+        results = []
+        for item, rows in prepared:
+            try:
+                results.append(reader.read_rows([rows])[0])
+            except ModelError as e:
+                item.error = _with_path(item.path, e)
+                results.append(NumberReading())
+        return results
 
 
 def _with_path(path: str, e: Exception) -> str:

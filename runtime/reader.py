@@ -17,6 +17,9 @@ from .results import NumberReading, Prediction
 from .rows import RowImage, find_row_images
 
 DEFAULT_BATCH = 32  # rows per session call
+# Rows are batched with rows of the same width bucket and padded to the bucket's width, alone or not: a
+# row's readings and confidences then do not depend on what else is in its batch.
+BUCKET = 32
 # A digit read below this confidence is dropped: the reader is unsure there is a digit at all
 # (a speck, a scribble's loop). 0 keeps every digit.
 MIN_CONFIDENCE = 0.3
@@ -57,13 +60,16 @@ class NumberReader:
         """Read the rows of several images in as few session calls as possible (rows of similar
         width batched together); rows that read as nothing are left out of the readings."""
         flat = [(i, row) for i, rows in enumerate(images) for row in rows]
-        order = sorted(range(len(flat)), key=lambda k: flat[k][1].pixels.shape[1])
+        buckets: dict[int, list[int]] = {}
+        for k, (_, row) in enumerate(flat):
+            buckets.setdefault(-(-row.pixels.shape[1] // BUCKET), []).append(k)
         digits: dict[int, list[Prediction]] = {}
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
-            probs = self.probabilities([flat[k][1].pixels for k in chunk])
-            for k, p in zip(chunk, probs):
-                digits[k] = self.decode(p, flat[k][1])
+        for members in buckets.values():
+            for start in range(0, len(members), self.batch_size):
+                chunk = members[start:start + self.batch_size]
+                probs = self.probabilities([flat[k][1].pixels for k in chunk])
+                for k, p in zip(chunk, probs):
+                    digits[k] = self.decode(p, flat[k][1])
         readings = [NumberReading() for _ in images]
         for k, (i, row) in enumerate(flat):
             if digits[k] and (row.main or np.mean([d.confidence for d in digits[k]]) >= OTHER_ROW_CONFIDENCE):
@@ -76,18 +82,21 @@ class NumberReader:
         """Per row, probabilities [steps, classes + 1]: one session call, rows padded to one width."""
         stride = self.info.stride
         width = max(r.shape[1] for r in rows)
-        width += -width % stride
+        width += -width % BUCKET  # a multiple of the stride too
         feed = np.zeros((len(rows), 1, self.info.input_size, width), np.float32)
         for k, r in enumerate(rows):
             feed[k, 0, :, :r.shape[1]] = r
         lo, hi = self.info.input_range
         if self.info.polarity == "dark-on-light":
             feed = 1.0 - feed
-        logits = self.session.run([self.info.output_name], {self.info.input_name: lo + feed * (hi - lo)})[0]
+        logits = self._run(lo + feed * (hi - lo))
         if not np.isfinite(logits).all():
-            raise ModelError(f"{self.info.path}: the reader gave non-finite scores")
+            raise ModelError(f"{self.info.path}: the reader's output is not finite (NaN or inf): the model file is broken")
         probs = softmax(logits.astype(np.float32), axis=2)
         return [p[:-(-r.shape[1] // stride)] for p, r in zip(probs, rows)]
+
+    def _run(self, feed: np.ndarray) -> np.ndarray:
+        return self.session.run([self.info.output_name], {self.info.input_name: feed})[0]
 
     def decode(self, probs: np.ndarray, row: RowImage) -> list[Prediction]:
         """Greedy CTC decoding with a confidence and a box per digit.

@@ -72,9 +72,10 @@ def test_ctc_loss_prefers_the_right_reading(maker):
     assert float(ctc_loss(right, batch)) < 0.1 < float(ctc_loss(wrong, batch))
 
 
-def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch):
-    """A few hundred steps on real digits: the loss falls, the checkpoint loads safely, and the
-    export/quantize commands write verified files (their own checks on test rows pass)."""
+def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch, capsys):
+    """A short run on real digits: the loss falls, the checkpoint loads safely, the export command writes a
+    verified FP32 file, and the quantizer writes an INT8 file only if it passes its gate (a barely trained
+    reader is unsure of most rows, so it may not: then one line says why and no file is left)."""
     from export.quantize import main as quantize_main
     from export.to_onnx import main as export_main
     import export.reader as export_reader
@@ -89,5 +90,11 @@ def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch):
     history = __import__("json").loads((out / "metrics.json").read_text())["train"]
     assert history[-1]["loss"] < 0.6 * history[0]["loss"]
     assert export_main([str(out / "best.pt"), "-o", str(tmp_path / "reader-fp32.onnx"), "--data-dir", str(mnist_dir)]) == 0
-    assert quantize_main([str(tmp_path / "reader-fp32.onnx"), "--data-dir", str(mnist_dir)]) == 0
-    assert (tmp_path / "reader-int8.onnx").stat().st_size < (tmp_path / "reader-fp32.onnx").stat().st_size / 2
+    capsys.readouterr()
+    code = quantize_main([str(tmp_path / "reader-fp32.onnx"), "--data-dir", str(mnist_dir)])
+    int8 = tmp_path / "reader-int8.onnx"
+    if code == 0:
+        assert int8.stat().st_size < (tmp_path / "reader-fp32.onnx").stat().st_size / 2
+    else:
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(err) == 1 and "not written" in err[0] and not int8.exists()

@@ -289,8 +289,12 @@ def test_non_finite_model_output_is_an_error_never_nan(tmp_path, monkeypatch, ca
     from runtime import cli
     from runtime.classifier import DigitClassifier
 
+    from runtime.reader import NumberReader
+
     real = DigitClassifier.predict_pixels
     monkeypatch.setattr(DigitClassifier, "predict_pixels", lambda self, px: real(self, px) * np.nan)
+    real_run = NumberReader._run
+    monkeypatch.setattr(NumberReader, "_run", lambda self, feed: real_run(self, feed) * np.nan)
     photo = _photo(tmp_path / "four.png")
     code = cli.main(["classify", "--json", *(["--number"] if number else []), *MODEL_ARGS, str(photo)])
     rows = [_strict_json(line) for line in capsys.readouterr().out.splitlines()]
