@@ -237,38 +237,45 @@ class Run:
     seconds: float
 
 
-def limited(rlimit_mb: int):
-    def apply() -> None:
-        limit = rlimit_mb * MIB
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-        os.setpgrp()  # so a timeout can end the run's children too
-    return apply
+# The measured command is started by this small launcher, not by the caller: on Linux a child's peak RSS
+# (ru_maxrss) starts at its parent's size at fork and survives exec, so a command forked straight from a
+# big process (a test session that imported torch) would report that process's size as its own.
+LAUNCHER = r"""
+import json, os, resource, subprocess, sys
+limit = int(sys.argv[1]) * 1024 * 1024
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+code = subprocess.run(sys.argv[3:]).returncode
+with open(sys.argv[2], "w") as f:
+    json.dump({"maxrss_kb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}, f)
+sys.exit(code if code >= 0 else 128 - code)
+"""
 
 
 def run_limited(cmd: list[str], timeout: float, rlimit_mb: int, env: dict | None = None) -> Run:
-    """Run ``cmd`` under the address-space limit; its peak RSS comes from wait4."""
+    """Run ``cmd`` under the address-space limit, in its own process group (a timeout ends its children
+    too); its peak RSS as the launcher measured it."""
     start = time.perf_counter()
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO,
-                                preexec_fn=limited(rlimit_mb), env=env)
-        deadline = start + timeout
-        status = rusage = None
-        while True:
-            pid, status, rusage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                os.killpg(proc.pid, signal.SIGKILL)
-                _, status, rusage = os.wait4(proc.pid, 0)
-                status = None
-                break
-            time.sleep(0.05)
-        proc.returncode = 0  # reaped by wait4 above; keeps Popen from waiting again
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r", suffix=".json") as report:
+        proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, str(rlimit_mb), report.name, *cmd], stdout=out,
+                                stderr=err, stdin=subprocess.DEVNULL, cwd=REPO, env=env, start_new_session=True)
+        try:
+            proc.wait(timeout=timeout)
+            code = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            code = None
         out.seek(0)
         err.seek(0)
-        code = None if status is None else os.waitstatus_to_exitcode(status)
+        try:
+            peak = json.load(report)["maxrss_kb"] / 1024
+        except ValueError:  # killed before it could tell
+            peak = 0.0
+        if code is not None and code > 128 and code - 128 in (signal.SIGKILL, signal.SIGSEGV, signal.SIGABRT):
+            code = -(code - 128)  # as Popen reports a death by signal
         return Run(code, out.read().decode("utf-8", "replace"), err.read().decode("utf-8", "replace"),
-                   rusage.ru_maxrss / 1024, time.perf_counter() - start)
+                   peak, time.perf_counter() - start)
 
 
 API_WORKER = r"""
