@@ -25,7 +25,8 @@ import torch
 from train.checkpoint import load, load_model, sha256
 from train.files import atomic_output
 from train.idx import data_dir_from, load_split
-from train.reader import greedy_decode
+from train.models import RowReader
+from train.reader import fixed_rows, greedy_decode
 from train.rows import RowMaker
 
 from .errors import ExportError, VerificationError
@@ -63,9 +64,8 @@ class ReaderParity:
 
 def make_rows(data_dir: str | os.PathLike, split: str, count: int, seed: int, batch: int = 250) -> RowSet:
     images, labels = load_split(data_dir, split)
-    maker = RowMaker(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
-    gen = torch.Generator().manual_seed(seed)
-    sets = [maker.batch(min(batch, count - i), gen) for i in range(0, count, batch)]
+    sets = fixed_rows(RowMaker(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64))), count, seed,
+                      batch)
     return RowSet([b.images.numpy() for b in sets], [b.widths.numpy() for b in sets], [t for b in sets for t in b.texts()])
 
 
@@ -78,7 +78,7 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray], rows: RowS
     diff = 0.0
     for r, c, widths in zip(reference, candidate, rows.widths):
         for k, w in enumerate(widths):
-            steps = -(-int(w) // 4)
+            steps = -(-int(w) // RowReader.STRIDE)
             diff = max(diff, float(np.abs(r[k, :steps].astype(np.float64) - c[k, :steps]).max()))
     return ReaderParity(len(ref), float(np.mean([a == b for a, b in zip(ref, cand)])), diff,
                         float(np.mean([a == t for a, t in zip(ref, rows.texts)])),

@@ -3,11 +3,12 @@
 The reader gives, for every STRIDE columns of a row, scores for the ten
 digits and a blank. Greedy decoding takes the likeliest class per step,
 merges repeats and drops blanks. A digit's confidence is its probability at
-its strongest step; its box is the ink of the columns of the steps it won.
+its strongest step; its box is the ink between its neighbours' strongest steps.
 """
 from __future__ import annotations
 
 import os
+
 import numpy as np
 
 from .errors import ModelError, NoDigitFound
@@ -57,8 +58,8 @@ class NumberReader:
         return readings
 
     def read_rows(self, images: list[list[RowImage]]) -> list[NumberReading]:
-        """Read the rows of several images in as few session calls as possible (rows of similar
-        width batched together); rows that read as nothing are left out of the readings."""
+        """Read the rows of several images in as few session calls as possible (rows of one width
+        bucket batched together); rows that read as nothing are left out of the readings."""
         flat = [(i, row) for i, rows in enumerate(images) for row in rows]
         buckets: dict[int, list[int]] = {}
         for k, (_, row) in enumerate(flat):

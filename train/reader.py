@@ -87,9 +87,10 @@ def normalise(images: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     return ((images - cfg.mean) / cfg.std).contiguous(memory_format=torch.channels_last)
 
 
-def fixed_rows(maker: RowMaker, rows: int, seed: int, **kwargs) -> list[RowBatch]:
+def fixed_rows(maker: RowMaker, rows: int, seed: int, batch: int = 250, **kwargs) -> list[RowBatch]:
+    """``rows`` rows in batches of ``batch``, the same for a given seed (every evaluation sees the same rows)."""
     gen = torch.Generator().manual_seed(seed)
-    return [maker.batch(min(250, rows - i), gen, **kwargs) for i in range(0, rows, 250)]
+    return [maker.batch(min(batch, rows - i), gen, **kwargs) for i in range(0, rows, batch)]
 
 
 class PhotoRows:
