@@ -25,7 +25,6 @@ import torch
 from train.checkpoint import load, load_model, sha256
 from train.files import atomic_output
 from train.idx import data_dir_from, load_split
-from train.models import RowReader
 from train.reader import fixed_rows, greedy_decode
 from train.rows import RowMaker
 
@@ -70,15 +69,21 @@ def make_rows(data_dir: str | os.PathLike, split: str, count: int, seed: int, ba
 
 
 def decode(logits: list[np.ndarray], rows: RowSet) -> list[str]:
-    return [t for out, w in zip(logits, rows.widths) for t in greedy_decode(torch.from_numpy(out), torch.from_numpy(w))]
+    return [t for out, images, w in zip(logits, rows.batches, rows.widths)
+            for t in greedy_decode(torch.from_numpy(out), torch.from_numpy(w), stride(images, out))]
+
+
+def stride(images: np.ndarray, logits: np.ndarray) -> int:
+    """Input columns per output step."""
+    return images.shape[3] // logits.shape[1]
 
 
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray], rows: RowSet) -> ReaderParity:
     ref, cand = decode(reference, rows), decode(candidate, rows)
     diff = 0.0
-    for r, c, widths in zip(reference, candidate, rows.widths):
+    for r, c, images, widths in zip(reference, candidate, rows.batches, rows.widths):
         for k, w in enumerate(widths):
-            steps = -(-int(w) // RowReader.STRIDE)
+            steps = -(-int(w) // stride(images, r))
             diff = max(diff, float(np.abs(r[k, :steps].astype(np.float64) - c[k, :steps]).max()))
     return ReaderParity(len(ref), float(np.mean([a == b for a, b in zip(ref, cand)])), diff,
                         float(np.mean([a == t for a, t in zip(ref, rows.texts)])),

@@ -22,7 +22,7 @@ def maker(mnist_dir):
 
 def test_rows_hold_their_digits_left_to_right(maker):
     batch = maker.batch(64, torch.Generator().manual_seed(1))
-    assert batch.images.shape[:3] == (64, 1, ROW_HEIGHT) and batch.images.shape[3] % RowReader.STRIDE == 0
+    assert batch.images.shape[:3] == (64, 1, ROW_HEIGHT) and batch.images.shape[3] % RowReader.WIDTH_MULTIPLE == 0
     assert 0 <= float(batch.images.min()) and float(batch.images.max()) <= 1
     assert int(batch.lengths.sum()) == len(batch.targets) and int(batch.lengths.max()) <= MAX_DIGITS
     for image, width, n in zip(batch.images, batch.widths.tolist(), batch.lengths.tolist()):
@@ -55,12 +55,12 @@ def test_greedy_decode_merges_repeats_and_drops_blanks():
     for t, c in enumerate(steps):
         logits[0, t, c] = 10.0
     logits[0, len(steps):, 5] = 10.0  # steps past the row's width are padding
-    assert greedy_decode(logits, torch.tensor([len(steps) * RowReader.STRIDE])) == ["3317"]
+    assert greedy_decode(logits, torch.tensor([len(steps) * 2]), stride=2) == ["3317"]
 
 
 def test_ctc_loss_prefers_the_right_reading(maker):
     batch = maker.batch(8, torch.Generator().manual_seed(4), effects=False, count=3)
-    steps = batch.images.shape[-1] // RowReader.STRIDE
+    steps = batch.images.shape[-1] // 4  # stride 4
     right = torch.full((8, steps, BLANK + 1), -5.0)
     right[:, :, BLANK] = 5.0
     offset = 0
@@ -98,3 +98,18 @@ def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch, c
     else:
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 1 and len(err) == 1 and "not written" in err[0] and not int8.exists()
+
+
+@pytest.mark.parametrize("stride", [4, 2])
+def test_reader_gives_one_output_per_stride_columns(stride):
+    """Stride 2 splits each 4-column step's head into two outputs, in order: the first output of a
+    step answers for its left half. Checked on a head that copies a column marker through."""
+    model = RowReader(widths=(4, 4, 4, 4), stride=stride).eval()
+    out = model(torch.rand(3, 1, RowReader.HEIGHT, 48))
+    assert out.shape == (3, 48 // stride, BLANK + 1)
+    if stride == 2:
+        with torch.no_grad():
+            model.head.weight.zero_()
+            model.head.bias.copy_(torch.cat([torch.zeros(BLANK + 1), torch.ones(BLANK + 1)]))
+        out = model(torch.rand(1, 1, RowReader.HEIGHT, 48))
+        assert out[0, 0::2].abs().max() == 0 and (out[0, 1::2] == 1).all()

@@ -24,7 +24,7 @@ RECIPES = {
 RECIPES["photo"] = dict(RECIPES["best"], outliers=0.25, cut_pieces=0.2)
 # The row reader (train/reader.py): a whole row of digits read at once with CTC, on synthetic rows.
 # An epoch is as many rows as show each training digit about once (about 187 steps of 64 rows).
-RECIPES["reader"] = dict(arch="reader", arch_config={"widths": [16, 32, 64, 96]}, epochs=20, batch_size=64,
+RECIPES["reader"] = dict(arch="reader", arch_config={"widths": [16, 32, 64, 96], "stride": 2}, epochs=20, batch_size=64,
                          lr=3e-3, weight_decay=5e-4, optimizer="adamw", schedule="onecycle", eval_interval=250)
 DEFAULT_RECIPE = "fast"
 

@@ -57,22 +57,29 @@ class EdgeCNN(nn.Module):
 
 
 class RowReader(nn.Module):
-    """Reads a row of digits: a normalised [N, 1, 32, W] tensor (any W) to logits [N, W // 4, classes + 1].
+    """Reads a row of digits: a normalised [N, 1, 32, W] tensor (W a multiple of 4) to logits
+    [N, W // stride, classes + 1].
 
     Convolutions only (no LSTM): ONNX Runtime quantizes convolutions statically
-    to INT8, recurrent layers only dynamically. Two 2x2 poolings set the output
-    stride to 4 input columns; the height is then pooled alone down to 2 rows
-    and folded into channels, so each output step sees a tall, thin window.
-    Two dilated convolutions along the row widen that window to about four
-    digits, enough to tell where one touching digit ends and the next begins.
-    The last class is the CTC blank.
+    to INT8, recurrent layers only dynamically. Two 2x2 poolings bring the
+    features to one step per 4 input columns; the height is then pooled alone
+    down to 2 rows and folded into channels, so each step sees a tall, thin
+    window. Two dilated convolutions along the row widen that window to about
+    four digits, enough to tell where one touching digit ends and the next
+    begins. With ``stride=2`` the head gives two outputs per step: narrow
+    repeated digits ("111") need a blank between each pair, so more outputs per
+    digit than 4-column steps give. The last class is the CTC blank.
     """
 
     HEIGHT = 32
-    STRIDE = 4
+    WIDTH_MULTIPLE = 4  # input widths are padded to this
 
-    def __init__(self, num_classes: int = 10, widths: tuple = (16, 32, 64, 96)):
+    def __init__(self, num_classes: int = 10, widths: tuple = (16, 32, 64, 96), stride: int = 4):
         super().__init__()
+        if stride not in (1, 2, 4):
+            raise ValueError(f"stride must be 1, 2 or 4 input columns, not {stride}")
+        self.stride = stride
+        self.sub_steps = self.WIDTH_MULTIPLE // stride
         c1, c2, c3, c4 = widths
         self.features = nn.Sequential(
             *conv_bn(1, c1), nn.MaxPool2d(2),                                   # 32 -> 16, W/2
@@ -83,10 +90,13 @@ class RowReader(nn.Module):
             *[m for _ in range(2) for m in (nn.Conv2d(c4, c4, (1, 3), padding=(0, 2), dilation=(1, 2), bias=False),
                                             nn.BatchNorm2d(c4), nn.ReLU())],
         )
-        self.head = nn.Conv2d(c4, num_classes + 1, 1)
+        self.head = nn.Conv2d(c4, self.sub_steps * (num_classes + 1), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x)).squeeze(2).transpose(1, 2)  # [N, T, classes + 1]
+        y = self.head(self.features(x)).squeeze(2)  # [N, sub_steps * C, T]
+        n, _, t = y.shape
+        # Channel group j of step t is output step sub_steps * t + j.
+        return y.view(n, self.sub_steps, -1, t).permute(0, 3, 1, 2).reshape(n, t * self.sub_steps, -1)
 
 
 ARCHS = {"seed": SeedCNN, "edge": EdgeCNN, "reader": RowReader}

@@ -48,21 +48,22 @@ class ReaderState:
 def ctc_loss(logits: torch.Tensor, batch: RowBatch) -> torch.Tensor:
     """Mean over rows of the CTC loss per target digit (a row with no digit counts as one)."""
     log_probs = F.log_softmax(logits.float(), 2).transpose(0, 1)  # [T, B, C]
-    steps = output_lengths(batch.widths, logits.shape[1])
+    steps = output_lengths(batch.widths, logits.shape[1], batch.images.shape[3] // logits.shape[1])
     loss = F.ctc_loss(log_probs, batch.targets, steps, batch.lengths, blank=BLANK, reduction="none",
                       zero_infinity=True)
     return (loss / batch.lengths.clamp(min=1)).mean()
 
 
-def output_lengths(widths: torch.Tensor, steps: int) -> torch.Tensor:
-    return torch.clamp(torch.div(widths + RowReader.STRIDE - 1, RowReader.STRIDE, rounding_mode="floor"), max=steps)
+def output_lengths(widths: torch.Tensor, steps: int, stride: int) -> torch.Tensor:
+    """Output steps that cover each row's ``widths`` columns (the rest read the batch's padding)."""
+    return torch.clamp(torch.div(widths + stride - 1, stride, rounding_mode="floor"), max=steps)
 
 
-def greedy_decode(logits: torch.Tensor, widths: torch.Tensor) -> list[str]:
+def greedy_decode(logits: torch.Tensor, widths: torch.Tensor, stride: int) -> list[str]:
     """Best path: the likeliest class per step, repeats merged, blanks dropped."""
     best = logits.argmax(2).cpu()
     out = []
-    for row, n in zip(best, output_lengths(widths, logits.shape[1]).tolist()):
+    for row, n in zip(best, output_lengths(widths, logits.shape[1], stride).tolist()):
         path = row[:n].tolist()
         out.append("".join(str(c) for i, c in enumerate(path) if c != BLANK and (i == 0 or c != path[i - 1])))
     return out
@@ -74,7 +75,7 @@ def read_rows(model, batches: list[RowBatch], cfg: TrainConfig, device) -> list[
     texts = []
     for b in batches:
         with autocast(device):
-            texts += greedy_decode(model(normalise(b.images, cfg)), b.widths)
+            texts += greedy_decode(model(normalise(b.images, cfg)), b.widths, model.stride)
     return texts
 
 
@@ -127,7 +128,7 @@ def load_photo_rows(path: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def join(a: RowBatch, b: RowBatch) -> RowBatch:
     width = max(a.images.shape[3], b.images.shape[3])
-    width += -width % RowReader.STRIDE
+    width += -width % RowReader.WIDTH_MULTIPLE
     pad = lambda x: F.pad(x, (0, width - x.shape[3]))  # noqa: E731
     return RowBatch(torch.cat([pad(a.images), pad(b.images)]), torch.cat([a.widths, b.widths]),
                     torch.cat([a.targets, b.targets]), torch.cat([a.lengths, b.lengths]))
@@ -154,7 +155,7 @@ def train_reader(cfg: TrainConfig, resume: bool = False) -> dict:
 
     model = build_model(cfg.arch, **cfg.arch_config)
     if cfg.init and saved is None:
-        model.load_state_dict(checkpoint.load(cfg.init)["state_dict"])
+        init_from(model, cfg.init)
     model = model.to(device, memory_format=torch.channels_last)
     steps_per_epoch = max(1, round(len(splits.train_x) / (cfg.batch_size * DIGITS_PER_ROW)))
     total = cfg.epochs * steps_per_epoch
@@ -180,6 +181,17 @@ def train_reader(cfg: TrainConfig, resume: bool = False) -> dict:
             raise Interrupted(f"{stop['signal']} at step {state.step}: state saved to {resume_path}; "
                               f"continue with --resume --out {out}")
     return finish(cfg, model, splits, device, state, steps_per_epoch, out, resume_path)
+
+
+def init_from(model: torch.nn.Module, path: str) -> None:
+    """Start from a reader checkpoint's weights: every tensor of the same name and shape (a reader
+    with another output stride keeps the backbone and learns its own head)."""
+    theirs = checkpoint.load(path)["state_dict"]
+    ours = model.state_dict()
+    taken = {k: v for k, v in theirs.items() if k in ours and ours[k].shape == v.shape}
+    model.load_state_dict({**ours, **taken})
+    left = sorted(set(ours) - set(taken))
+    print(f"init from {path}: {len(taken)} of {len(ours)} tensors" + (f" (new: {', '.join(left)})" if left else ""))
 
 
 def run_steps(cfg, model, opt, sched, gen, maker, photo, val, device, state: ReaderState, total: int, stop) -> None:
@@ -242,7 +254,7 @@ def finish(cfg, model, splits, device, state: ReaderState, steps_per_epoch: int,
     model_cpu = model.to("cpu", memory_format=torch.contiguous_format)
     ckpt = checkpoint.make_checkpoint(model_cpu, cfg.arch, cfg.arch_config, mean=cfg.mean, std=cfg.std,
                                       classes=splits.classes, dataset=cfg.dataset, train_config=asdict(cfg),
-                                      metrics=summary, input_spec=reader_input())
+                                      metrics=summary, input_spec=reader_input(model_cpu.stride))
     checkpoint.save(ckpt, out / "best.pt")
     with atomic_output(out / "metrics.json") as tmp:
         tmp.write_text(json.dumps({"config": asdict(cfg), "summary": summary, **state.history}, indent=1))
@@ -251,7 +263,7 @@ def finish(cfg, model, splits, device, state: ReaderState, steps_per_epoch: int,
     return summary
 
 
-def reader_input() -> dict:
+def reader_input(stride: int) -> dict:
     """The checkpoint's ``input`` entry for a reader (docs/FORMATS.md)."""
     return {"shape": [1, ROW_HEIGHT, -1], "range": [0.0, 1.0], "polarity": "light-on-dark",
-            "task": "row-reader", "stride": RowReader.STRIDE, "blank": BLANK}
+            "task": "row-reader", "stride": stride, "blank": BLANK}

@@ -1,12 +1,13 @@
 """Synthetic rows of handwritten digits for the row reader, made on the training device a batch at a time.
 
-A row is 1 to 8 MNIST digits, each placed by its own affine map (size,
+A row is 1 to 8 MNIST digits, each drawn by its own affine map (size,
 width, slant, turn, height on the line) with ``grid_sample``: every digit of
-the batch in one call, and the digits of a row merged with ``index_reduce``.
-Spacing goes from a clear gap to boxes overlapping by a third of the narrower
-digit's width (strokes then overlap by up to about a fifth). Then what the
+the batch in one call, then set in its row with one ``scatter_reduce``.
+Spacing is measured between strokes, pixel row by pixel row, as a writer
+sees it: a clear gap, strokes that just touch, or strokes that reach into
+the previous digit by up to a quarter of the digits' width. Then what the
 runtime's ink map of a photo looks like: strokes thinned or thickened, blur,
-noise, faint contrast, blocky compression, the leftovers of a ruled line and
+noise, faint contrast, blocky compression, low resolution, the leftovers of a ruled line and
 of the row above or below, specks; and some rows with no digit at all
 (a wavy scribble, a line, noise), whose target is empty.
 
@@ -26,9 +27,11 @@ MAX_DIGITS = 8
 DIGIT_COUNTS = (0.05, 0.09, 0.13, 0.15, 0.16, 0.15, 0.14, 0.13)  # P(1 digit), ..., P(8 digits)
 NO_DIGIT = 0.05  # share of rows that hold no digit
 INK_HEIGHT = (15.0, 28.0)  # tallest digit of a row, pixels (the runtime aims at 24 of 32)
-TOUCHING = 0.45  # share of neighbours whose boxes overlap (the rest leave a gap)
-OVERLAP = 0.35  # boxes overlap by up to this share of the narrower digit's width
-GAP = 0.7  # the others leave up to this share of the narrower digit's width
+DIGIT_SPAN = 64  # columns of the canvas each digit is drawn on: the widest slanted, stretched digit fits
+OVERLAPPING = 0.3  # share of neighbours whose strokes reach into the previous digit ...
+STROKE_OVERLAP = 0.25  # ... by up to this share of the two digits' mean width
+TOUCHING = 0.15  # share of neighbours whose strokes just touch (within a pixel or two)
+GAP = (0.04, 0.6)  # the others leave a gap between strokes of this share of the digit height
 
 
 @dataclass
@@ -81,7 +84,8 @@ class RowMaker:
         return RowBatch(images, widths.to(self.device), self.labels[picks.to(self.device)], lengths.to(self.device))
 
     def _place(self, picks: torch.Tensor, lengths: torch.Tensor, gen: torch.Generator):
-        """Every digit's affine map from row pixels back to its source pixels, then one grid_sample."""
+        """Each digit drawn by its own affine map on a canvas of its own (one grid_sample for the
+        batch), then set beside the previous one at a gap measured between their strokes."""
         n, rows = len(picks), len(lengths)
         row_of = torch.repeat_interleave(torch.arange(rows), lengths)
         first = torch.cumsum(lengths, 0) - lengths  # index of each row's first digit
@@ -96,36 +100,60 @@ class RowMaker:
         slant = u(-0.3, 0.3, rows)[row_of] + u(-0.08, 0.08)  # x shift per pixel upwards
         row_turn = torch.deg2rad(u(-4, 4, rows))  # what deskewing leaves of a row's tilt
         turn = row_turn[row_of] + torch.deg2rad(u(-6, 6))
-        width = scale * (src_w * stretch + slant.abs() * src_h)  # in row pixels
+        # Where the row's tilt puts each digit's centre: from the digits' widths laid end to end.
+        width = scale * (src_w * stretch + slant.abs() * src_h)
+        ends = torch.cumsum(width, 0)
+        along = ends - width / 2 - (ends - width)[first[row_of]]
+        middle = (along.new_zeros(rows).index_add_(0, row_of, along) / lengths.clamp(min=1))[row_of]
+        cy = ROW_HEIGHT / 2 + u(-2, 2, rows)[row_of] + torch.tan(row_turn)[row_of] * (along - middle) \
+            + u(-0.07, 0.07) * ink_h
+        cx = DIGIT_SPAN / 2 + u(-0.5, 0.5)
+        theta = _inverse_maps(scale, stretch, slant, turn, centre, torch.stack([cx, cy], 1), DIGIT_SPAN, ROW_HEIGHT)
+        if n:
+            grid = F.affine_grid(theta.to(self.device), [n, 1, ROW_HEIGHT, DIGIT_SPAN], align_corners=False)
+            placed = F.grid_sample(self.digits[picks.to(self.device)], grid, align_corners=False)[:, 0]
+        else:
+            placed = torch.zeros(0, ROW_HEIGHT, DIGIT_SPAN, device=self.device)
 
-        # Left edges: each digit after the previous one's right edge plus a gap that may be negative.
-        narrower = torch.minimum(width, torch.roll(width, 1))
-        touching = torch.rand(n, generator=gen) < TOUCHING
-        gap = torch.where(touching, -u(0, OVERLAP), u(0.03, GAP)) * narrower
+        # Each pixel row's leftmost and rightmost ink of every digit (on its canvas).
+        ink = (placed > 0.3).cpu()
+        cols = torch.arange(DIGIT_SPAN)
+        lefts = torch.where(ink, cols, DIGIT_SPAN).amin(2).float()  # [n, H]; DIGIT_SPAN where no ink
+        rights = torch.where(ink, cols, -1).amax(2).float()
+        first_col = lefts.amin(1).clamp(max=DIGIT_SPAN / 2)
+        last_col = rights.amax(1).clamp(min=DIGIT_SPAN / 2)
+        # A digit just touches the previous one when shifted by the largest right-minus-left over the
+        # pixel rows they share (by their boxes when they share none).
+        prev_rights, prev_last = torch.roll(rights, 1, 0), torch.roll(last_col, 1)
+        shared = (lefts < DIGIT_SPAN) & (prev_rights >= 0)
+        contact = torch.where(shared, prev_rights - lefts, -float(DIGIT_SPAN)).amax(1) + 1
+        contact = torch.where(shared.any(1), contact, prev_last - first_col + 1)
+        mean_width = (last_col - first_col + 1 + torch.roll(last_col - first_col + 1, 1)) / 2
+        kind = torch.rand(n, generator=gen)
+        gap = torch.where(kind < OVERLAPPING, -u(0, STROKE_OVERLAP) * mean_width,
+                          torch.where(kind < OVERLAPPING + TOUCHING, u(-1, 1.5),
+                                      u(*GAP) * ink_h))
         is_first = torch.zeros(n, dtype=torch.bool)
         is_first[first[lengths > 0]] = True
-        pad_left = u(2, 12, rows)
-        step = torch.where(is_first, pad_left[row_of], torch.roll(width, 1) + gap)
+        step = torch.where(is_first, u(2, 12, rows)[row_of] - first_col, contact + gap)
         total = torch.cumsum(step, 0)  # running sums restarting at each row's first digit
-        left = total - (total - step)[first[row_of]]
-        right_edge = torch.zeros(rows).scatter_reduce_(0, row_of, left + width, "amax")
+        left = (total - (total - step)[first[row_of]]).round().long()  # canvas column 0 in the row
+        right_edge = torch.zeros(rows).scatter_reduce_(0, row_of, (left + last_col + 1).float(), "amax")
         widths = torch.where(lengths > 0, right_edge + u(2, 12, rows), u(40, 200, rows)).ceil().long()
         widths = torch.maximum(widths, torch.full_like(widths, 8))
         span = int(widths.max())
-        span += -span % 4  # the reader's stride
+        span += -span % 4  # the reader's input width multiple
 
-        baseline = ROW_HEIGHT / 2 + u(-2, 2, rows)
-        cx = left + width / 2
-        row_centre = (left.new_zeros(rows).index_add_(0, row_of, cx) / lengths.clamp(min=1))[row_of]
-        cy = baseline[row_of] + torch.tan(row_turn)[row_of] * (cx - row_centre) + u(-0.07, 0.07) * ink_h
-        theta = _inverse_maps(scale, stretch, slant, turn, centre, torch.stack([cx, cy], 1), span, ROW_HEIGHT)
-
-        canvas = torch.zeros(rows, ROW_HEIGHT * span, device=self.device)
+        # Paste every canvas at its place: one scatter over the batch (columns past the row dropped).
+        # Canvas columns are offset by DIGIT_SPAN so a first digit whose ink starts late fits too.
+        padded = span + 3 * DIGIT_SPAN
+        canvas = torch.zeros(rows * ROW_HEIGHT * padded, device=self.device)
         if n:
-            grid = F.affine_grid(theta.to(self.device), [n, 1, ROW_HEIGHT, span], align_corners=False)
-            placed = F.grid_sample(self.digits[picks.to(self.device)], grid, align_corners=False).view(n, -1)
-            canvas.scatter_reduce_(0, row_of.to(self.device)[:, None].expand_as(placed), placed, "amax")
-        return canvas.view(rows, 1, ROW_HEIGHT, span), widths
+            x = (left[:, None, None] + DIGIT_SPAN + cols.view(1, 1, -1)).clamp(0, padded - 1)
+            y = torch.arange(ROW_HEIGHT).view(1, -1, 1)
+            index = (row_of.view(-1, 1, 1) * ROW_HEIGHT + y) * padded + x
+            canvas.scatter_reduce_(0, index.reshape(-1).to(self.device), placed.reshape(-1), "amax")
+        return canvas.view(rows, 1, ROW_HEIGHT, padded)[..., DIGIT_SPAN:DIGIT_SPAN + span].contiguous(), widths
 
 
 def _inverse_maps(scale, stretch, slant, turn, src_centre, dst_centre, width: int, height: int) -> torch.Tensor:
@@ -177,6 +205,8 @@ def degrade(x: torch.Tensor, widths: torch.Tensor, lengths: torch.Tensor, gen: t
     # Specks.
     dots = (torch.rand(b, 1, h, w, generator=gen).to(dev) < 0.004) * u(0.3, 1.0, b, 1, h, w)
     x = torch.where(chance(0.3), torch.maximum(x, F.max_pool2d(dots, 2, 1, 1)[..., :h, :w]), x)
+    # A small photo: the row seen at a half or a third of the reader's resolution, then scaled up.
+    x = torch.where(chance(0.15), coarse(x, 2), torch.where(chance(0.1), coarse(x, 3), x))
     # Contrast: the strokes' level after the runtime's normalisation, and residual background.
     x = x * u(0.45, 1.0).view(b, 1, 1, 1) + u(0, 0.12).view(b, 1, 1, 1) * chance(0.3)
     x = blur(x, gen)
@@ -185,6 +215,15 @@ def degrade(x: torch.Tensor, widths: torch.Tensor, lengths: torch.Tensor, gen: t
     x = x + torch.randn(b, 1, h, w, generator=gen).to(dev) * u(0, 0.1).view(b, 1, 1, 1)
     x = x.clamp(0, 1)
     return x * (cols < widths.to(dev).view(b, 1, 1, 1))  # the batch's padding stays background
+
+
+def coarse(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``x`` at 1/factor of its resolution, scaled back up; each row's brightest ink kept as bright
+    (the runtime normalises a row's ink level after scaling it)."""
+    h, w = x.shape[2:]
+    y = F.interpolate(F.avg_pool2d(x, factor, ceil_mode=True), size=(h, w), mode="bilinear")
+    peak = lambda t: t.amax((2, 3), keepdim=True)  # noqa: E731
+    return (y * peak(x) / peak(y).clamp(min=1e-3)).clamp(0, 1)
 
 
 def scribbles(x: torch.Tensor, gen: torch.Generator, u, chance) -> torch.Tensor:
