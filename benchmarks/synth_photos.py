@@ -354,7 +354,8 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
         ph, pw = p.shape
         y = 10 + int(rng.uniform(0, 0.15) * H) + (height - 20 - int(0.2 * H) - ph) // 2
         if i > 0:
-            x = _touching_x(row, p, y) + int(round(gaps[i - 1] * H))
+            # Kept inside the canvas (a rare odd digit pair would otherwise fall off its left edge).
+            x = min(max(0, _touching_x(row, p, y) + int(round(gaps[i - 1] * H))), width - pw)
         row[y:y + ph, x:x + pw] = np.maximum(row[y:y + ph, x:x + pw], p)
         owner[y:y + ph, x:x + pw][p > 0.3] = i + 1
     angle = rng.uniform(-15, 15) * (0.5 if len(parts) > 4 else 1.0)

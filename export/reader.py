@@ -239,7 +239,7 @@ def reader_card(r: dict) -> str:
 Reads a row of handwritten digits at once for `runtime/` (`--number`): a convolution-only CNN
 (`reader`, {r['arch_config']}, {m.get('parameters', '?'):,} parameters) trained with CTC on synthetic rows of
 MNIST training digits{' and on rows the runtime cut out of synthetic photos (' + ', '.join(t['photo_rows']) + ')' if t.get('photo_rows') else ''}.
-Input and output: docs/FORMATS.md, "Row reader" (`pixels` [N, 1, 32, W], `logits` [N, W/4, 11], blank last).
+Input and output: docs/FORMATS.md, "Row reader" (`pixels` [N, 1, 32, W], `logits` [N, W/{r['arch_config'].get('stride', 4)}, 11], blank last).
 
 ## Files
 

@@ -23,6 +23,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--arch", choices=ARCHS, help="architecture")
     p.add_argument("--widths", type=int, nargs=3, metavar="C", help="edge architecture: channels of its three stages")
     p.add_argument("--depth", type=int, help="edge architecture: convolutions in stages 2 and 3")
+    p.add_argument("--stride", type=int, choices=[2, 4], help="reader: input columns per output step")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch-size", type=int)
     p.add_argument("--lr", type=float, help="(peak) learning rate")
@@ -68,9 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {k: v for k, v in vars(args).items() if k not in ("recipe", "resume", "widths", "depth")}
+    overrides = {k: v for k, v in vars(args).items() if k not in ("recipe", "resume", "widths", "depth", "stride")}
     cfg = TrainConfig.from_recipe(args.recipe, **overrides)
-    for key in ("widths", "depth"):
+    for key in ("widths", "depth", "stride"):
         if getattr(args, key) is not None:
             cfg.arch_config = {**cfg.arch_config, key: getattr(args, key)}
     return cfg
