@@ -26,6 +26,7 @@ ROW_HEIGHT = 32
 MAX_DIGITS = 8
 DIGIT_COUNTS = (0.05, 0.09, 0.13, 0.15, 0.16, 0.15, 0.14, 0.13)  # P(1 digit), ..., P(8 digits)
 NO_DIGIT = 0.05  # share of rows that hold no digit
+CLEAN = 0.15  # share of rows left without degradations
 INK_HEIGHT = (15.0, 28.0)  # tallest digit of a row, pixels (the runtime aims at 24 of 32)
 DIGIT_SPAN = 64  # columns of the canvas each digit is drawn on: the widest slanted, stretched digit fits
 OVERLAPPING = 0.3  # share of neighbours whose strokes reach into the previous digit ...
@@ -80,7 +81,9 @@ class RowMaker:
         picks = torch.randint(len(self.labels), (int(lengths.sum()),), generator=gen)
         images, widths = self._place(picks, lengths, gen)
         if effects:
-            images = degrade(images, widths, lengths, gen)
+            # Some rows stay as drawn: a clean scan must read as surely as a poor photo.
+            clean = (torch.rand(size, generator=gen) < CLEAN).to(self.device).view(-1, 1, 1, 1)
+            images = torch.where(clean, images, degrade(images, widths, lengths, gen))
         return RowBatch(images, widths.to(self.device), self.labels[picks.to(self.device)], lengths.to(self.device))
 
     def _place(self, picks: torch.Tensor, lengths: torch.Tensor, gen: torch.Generator):
