@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
 # One entry point for a fresh machine (needs only python3 >= 3.10):
 #   ./run.sh all    set up .venv, then train -> export -> quantize -> parity report -> benchmarks
+#                   (./run.sh all --smoke: the same stages in seconds, one epoch; what the suite runs)
 #   ./run.sh test   set up .venv, then run the test suite
-# MNIST is read from $EDGE_DIGITS_DATA (default: ../shared/data/MNIST/raw if present, else ./data,
-# downloaded by torchvision when absent and the network allows).
+# MNIST is read from $EDGE_DIGITS_DATA, else ./data/MNIST/raw, where torchvision downloads it when absent
+# and the network allows (train/idx.py: resolve_data_dir).
+# EDGE_DIGITS_PYTHON=/path/to/python uses that interpreter as it is: no .venv, nothing installed.
 set -euo pipefail
 cd "$(dirname "$0")"
 
-PY=.venv/bin/python
-if [ -z "${EDGE_DIGITS_DATA:-}" ] && [ -d ../shared/data/MNIST/raw ]; then
-    export EDGE_DIGITS_DATA="$PWD/../shared/data/MNIST/raw"
-fi
+PY=${EDGE_DIGITS_PYTHON:-.venv/bin/python}
 
 setup() {
+    if [ -n "${EDGE_DIGITS_PYTHON:-}" ]; then
+        return
+    fi
     if [ ! -x "$PY" ]; then
         python3 -m venv .venv
     fi
@@ -28,8 +30,14 @@ case "${1:-}" in
     all)
         setup
         shift
+        speed=--quick
+        if [ "${1:-}" = --smoke ]; then  # the stages end to end in seconds (tests): one epoch, figures meaningless
+            shift
+            set -- --epochs 1 "$@"
+            speed=--tiny
+        fi
         "$PY" -m export.pipeline --out runs/main "$@"
-        "$PY" -m benchmarks.latency --quick --model-dir runs/main
+        "$PY" -m benchmarks.latency "$speed" --model-dir runs/main
         ;;
     test)
         setup

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.idx import DataError, resolve_data_dir
+
 from .machine import describe
 
 THRESHOLD = 0.99
@@ -232,8 +234,7 @@ def failures(results: dict) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("EDGE_DIGITS_DATA"),
-                   help="the four MNIST IDX files (default: $EDGE_DIGITS_DATA)")
+    p.add_argument("--data-dir", help="the four MNIST IDX files (default: $EDGE_DIGITS_DATA, then ./data/MNIST/raw)")
     p.add_argument("--out", type=Path, help="keep checkpoints and ONNX files here (default: a temporary directory)")
     p.add_argument("--json-out", type=Path, help=f"results file (default on a GPU: {DEFAULT_JSON})")
     p.add_argument("--budget", type=float, default=480, help="seconds the whole check may take")
@@ -245,8 +246,10 @@ def main(argv=None) -> int:
         if args.json_out:
             args.json_out.write_text(json.dumps({"skipped": "no CUDA device", "machine": describe()}, indent=1))
         return 0
-    if not args.data_dir:
-        print("error: no MNIST directory: pass --data-dir or set EDGE_DIGITS_DATA", file=sys.stderr)
+    try:
+        args.data_dir = str(resolve_data_dir(args.data_dir))
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     device, provider = ("cpu", "CPUExecutionProvider") if args.smoke else ("cuda", "CUDAExecutionProvider")
     budget = Budget(args.budget)

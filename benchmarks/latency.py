@@ -41,9 +41,9 @@ import torch
 from torch import nn
 
 from train.checkpoint import CheckpointError, load, load_model, sha256
-from train.idx import DATA_ENV, DataError, data_dir_from, load_split
+from train.idx import DATA_ENV, DataError, load_split, resolve_data_dir
 
-from . import SHARED_DATA_DIR, machine
+from . import machine
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "runtime" / "models"
@@ -734,7 +734,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--fp32", help=f"FP32 ONNX model (default: runtime/models/{SHIPPED['fp32']})")
     p.add_argument("--int8", help=f"INT8 ONNX model (default: runtime/models/{SHIPPED['int8']})")
     p.add_argument("--fp16", help=f"FP16 ONNX model, timed on CUDA only (default: runtime/models/{SHIPPED['fp16']})")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--threads", type=int, nargs="+", help="thread counts to time (default: 1 and all usable cores)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", const="quick", dest="mode", help="under a minute: fewer calls")
@@ -755,7 +755,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 
 def load_test_set(data_dir: str | None, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    images, labels = load_split(data_dir_from(data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(data_dir), "test")
     subset = 0 < limit < len(images)
     if subset:
         images, labels = images[:limit], labels[:limit]

@@ -31,11 +31,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
 from benchmarks.synth_photos import make_digit  # noqa: E402
 from runtime import DigitClassifier, RuntimeInputError, preprocess_digit  # noqa: E402
 from train.files import atomic_output  # noqa: E402
-from train.idx import DATA_ENV, DataError, data_dir_from, load_split  # noqa: E402
+from train.idx import DATA_ENV, DataError, load_split, resolve_data_dir  # noqa: E402
 
 CHUNK = 100  # photos per task
 MAX_SIDE = 1200  # frames no larger: the crops are the same, the photos much cheaper to make
@@ -46,7 +45,7 @@ def main(argv=None) -> int:
     p.add_argument("--digits", type=int, default=6000, help="photos of single digits")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--model", help="ONNX model that picks the polarity when in doubt (default: the shipped one)")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ../shared)")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     if args.digits < 1:
@@ -64,7 +63,7 @@ def main(argv=None) -> int:
 
 
 def make_crops(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    data_dir = str(data_dir_from(args.data_dir, SHARED_DATA_DIR))
+    data_dir = str(resolve_data_dir(args.data_dir))
     load_split(data_dir, "train")  # fail here, not in every worker
     tasks = [(data_dir, args.model, args.seed, lo, min(lo + CHUNK, args.digits)) for lo in range(0, args.digits, CHUNK)]
     with Pool(max(1, args.workers)) as pool:

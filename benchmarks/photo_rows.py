@@ -26,12 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
 from benchmarks.synth_photos import make_number  # noqa: E402
 from runtime import RuntimeInputError  # noqa: E402
 from runtime.rows import find_row_images  # noqa: E402
 from train.files import atomic_output  # noqa: E402
-from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
+from train.idx import DATA_ENV, load_split, resolve_data_dir  # noqa: E402
 
 CHUNK = 100  # photos per task
 MAX_SIDE = 1200  # frames no larger: the rows come out the same, the photos much cheaper to make
@@ -51,9 +50,9 @@ def main(argv=None) -> int:
     p.add_argument("--numbers", type=int, default=4000, help="photos of numbers (1 to 8 digits)")
     p.add_argument("--seed", type=int, default=200, help="photo seed (keep it apart from the benchmark's)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     args = p.parse_args(argv)
-    data_dir = str(data_dir_from(args.data_dir, SHARED_DATA_DIR))
+    data_dir = str(resolve_data_dir(args.data_dir))
     load_split(data_dir, "train")  # fail here, not in every worker
     tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers)) for lo in range(0, args.numbers, CHUNK)]
     with Pool(max(1, args.workers)) as pool:

@@ -42,12 +42,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
 from benchmarks.machine import cpu_info  # noqa: E402
 from benchmarks.synth_photos import Sample, generate_set  # noqa: E402
 from runtime import DigitClassifier, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
 from runtime.model import default_threads  # noqa: E402
-from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
+from train.idx import DATA_ENV, load_split, resolve_data_dir  # noqa: E402
 
 FLOORS = {"single_digit_accuracy": 0.97, "number_exact_match": 0.96, "touching": 0.93, "tiny (<200px)": 0.80,
           "overlapping 10-20%": 0.90, "clean_rows": 0.99}
@@ -384,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reader", default=None, help="row-reader ONNX model (default: the shipped reader)")
     p.add_argument("--checkpoint", default=None, help="torch checkpoint for the cold-start comparison")
     p.add_argument("--threads", type=int, default=None, help="inference threads (default: the runtime's)")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--json-out", default=None, help="write all figures to this JSON file")
     p.add_argument("--keep", default=None, help="keep the generated photo files in this directory")
     p.add_argument("--numbers-only", action="store_true", help="only the number figures (rows, timing)")
@@ -396,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
 
     clf = DigitClassifier(args.model, threads=args.threads, reader=args.reader)
     threads = args.threads or default_threads()
-    images, labels = load_split(data_dir_from(args.data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(args.data_dir), "test")
 
     t = time.perf_counter()
     samples = generate_set(images, labels, n_digits, n_numbers, seed=args.seed, n_overlapping=n_overlapping,

@@ -27,12 +27,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
 from benchmarks.realworld import write_files  # noqa: E402
 from benchmarks.synth_photos import _low_freq, background, camera, generate_set, lighting  # noqa: E402
 from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
 from runtime.classifier import DEFAULT_MIN_CONFIDENCE  # noqa: E402
-from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
+from train.idx import DATA_ENV, load_split, resolve_data_dir  # noqa: E402
 
 
 def digit_confidences(clf: DigitClassifier, images, labels, n: int, seed: int) -> np.ndarray:
@@ -94,13 +93,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="false-reject rate aimed at on the calibration seeds (default 0.25%%: half the 0.5%% floor)")
     p.add_argument("--noise", type=int, default=100, help="no-digit inputs of each kind (default 100)")
     p.add_argument("--model", default=None)
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--json-out")
     args = p.parse_args(argv)
     if args.test in args.calibrate:
         p.error("the test seed must not be a calibration seed")
     clf = DigitClassifier(args.model, threads=1)
-    images, labels = load_split(data_dir_from(args.data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     per_seed = {}
     for s in args.calibrate:  # each seed's figures are written as soon as they exist: runs are long
         per_seed[s] = digit_confidences(clf, images, labels, args.n, s)

@@ -40,7 +40,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
 from benchmarks.machine import busy_cpu_seconds, cpu_info, load_average, usable_cores  # noqa: E402
 from benchmarks.synth_photos import generate_set  # noqa: E402
 
@@ -127,9 +126,9 @@ class Load:
 def photos(n_digits: int, n_numbers: int, seed: int, data_dir: str | None) -> list[dict]:
     """640x480 JPEGs of synthetic photos, with the runtime's own reading of the same bytes."""
     from runtime import DigitClassifier, NoDigitFound, decode_image
-    from train.idx import data_dir_from, load_split
+    from train.idx import load_split, resolve_data_dir
 
-    images, labels = load_split(data_dir_from(data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(data_dir), "test")
     clf = DigitClassifier(threads=1)
     out = []
     for s in generate_set(images, labels, n_digits, n_numbers, seed=seed, max_side=1600):

@@ -436,21 +436,17 @@ def generate_set(images: np.ndarray, labels: np.ndarray, n_digits: int, n_number
 def main() -> None:  # write a few samples to look at
     import argparse
     import os
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks import SHARED_DATA_DIR
-    from train.idx import DATA_ENV, data_dir_from, load_split
+    from train.idx import DATA_ENV, load_split, resolve_data_dir
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="/tmp/synth")
     p.add_argument("--digits", type=int, default=20)
     p.add_argument("--numbers", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     a = p.parse_args()
-    images, labels = load_split(data_dir_from(a.data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(a.data_dir), "test")
     os.makedirs(a.out, exist_ok=True)
     for i, s in enumerate(generate_set(images, labels, a.digits, a.numbers, a.seed)):
         cv2.imwrite(os.path.join(a.out, f"{i:03d}_{s.kind}_{s.label}.jpg"), s.image, [cv2.IMWRITE_JPEG_QUALITY, 92])

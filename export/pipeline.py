@@ -27,7 +27,7 @@ import torch
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.config import DEFAULT_RECIPE, RECIPES
 from train.files import clean_stale_temps, sigterm_as_interrupt
-from train.idx import DATA_ENV, DataError, data_dir_from
+from train.idx import DATA_ENV, DataError, resolve_data_dir
 
 from .data import load_pixels
 from .errors import ExportError
@@ -229,7 +229,7 @@ def ship(report: dict) -> list[Path]:
 def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     out_dir = Path(args.out or f"runs/{args.recipe}")
     clean_stale_temps(out_dir, PUBLISHED)  # of a run killed while writing
-    run = Run(out_dir, args.recipe, args.seed, data_dir_from(args.data_dir, Path("data") / "MNIST" / "raw"), command)
+    run = Run(out_dir, args.recipe, args.seed, resolve_data_dir(args.data_dir, download=args.download), command)
     checkpoint = Path(args.checkpoint) if args.checkpoint else train_stage(run, args.epochs)
     if load(checkpoint)["arch"] == "reader":
         print(f"== row reader: export, quantize, parity on test rows -> {out_dir}", flush=True)
@@ -266,7 +266,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
                    help=f"training recipe (default {DEFAULT_RECIPE}; ship with photo)")
     p.add_argument("--out", help="run directory (default runs/RECIPE)")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default ${DATA_ENV}, then data/MNIST/raw)")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default ${DATA_ENV}, then ./data/MNIST/raw)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="download MNIST with torchvision when the files are absent")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--checkpoint",

@@ -27,7 +27,7 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from train.files import atomic_output, clean_stale_temps, sigterm_as_interrupt
-from train.idx import DATA_ENV, DataError, data_dir_from, load_split
+from train.idx import DATA_ENV, DataError, load_split, resolve_data_dir
 
 from .compact import compact
 from .data import load_pixels, to_pixels
@@ -187,7 +187,7 @@ def make_variants(fp32_path: str | os.PathLike, out: str | os.PathLike, data_dir
     """INT8 at `out`, and FP16 at `fp16_out` when given. Inputs are all checked before any work."""
     fp32_path, out = Path(fp32_path), Path(out)
     fp32, props = load_fp32(fp32_path)
-    data_dir = data_dir_from(data_dir)
+    data_dir = resolve_data_dir(data_dir)
     calibration = calibration_pixels(data_dir, calibration_size)
     pixels, labels = load_pixels(data_dir, "test")
     reference = run_session(open_session(fp32_path), pixels)

@@ -24,7 +24,7 @@ import torch
 
 from train.checkpoint import load, load_model, sha256
 from train.files import atomic_output
-from train.idx import data_dir_from, load_split
+from train.idx import load_split, resolve_data_dir
 from train.models import RowReader
 from train.reader import fixed_rows, greedy_decode
 from train.rows import RowMaker
@@ -125,7 +125,7 @@ def export_reader(checkpoint: str | os.PathLike, out: str | os.PathLike, data_di
     checkpoint, out = Path(checkpoint), Path(out)
     ckpt = load(checkpoint)
     module = wrap(ckpt, load_model(ckpt, checkpoint))
-    rows = make_rows(data_dir_from(data_dir), "test", TEST_ROWS, TEST_SEED)
+    rows = make_rows(resolve_data_dir(data_dir), "test", TEST_ROWS, TEST_SEED)
     height = ckpt["input"]["shape"][1]
     model = export_graph(module, opset, example=torch.rand(2, 1, height, 64), dynamic_axes={0: "N", 3: "W"})
     with torch.inference_mode():
@@ -150,7 +150,7 @@ def quantize_reader(fp32_path: str | os.PathLike, out: str | os.PathLike, data_d
     from .quantize import quantize_int8  # the classifier's one quantizer call, with the reader's calibration
 
     fp32_path, out = Path(fp32_path), Path(out)
-    data_dir = data_dir_from(data_dir)
+    data_dir = resolve_data_dir(data_dir)
     props = read_metadata(onnx.load(fp32_path))
     calibration = make_rows(data_dir, "train", CALIBRATION_ROWS, CALIBRATION_SEED, batch=CALIBRATION_ROWS)
     rows = make_rows(data_dir, "test", TEST_ROWS, TEST_SEED)

@@ -19,7 +19,7 @@ import onnx
 
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.files import atomic_output, clean_stale_temps, sigterm_as_interrupt
-from train.idx import DATA_ENV, DataError, data_dir_from
+from train.idx import DATA_ENV, DataError, resolve_data_dir
 
 from .data import load_pixels
 from .errors import ExportError
@@ -57,7 +57,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, out: str | os.PathLike, dat
     ckpt = load(checkpoint)
     module = wrap(ckpt, load_model(ckpt, checkpoint), checkpoint)
     accuracy = checkpoint_test_accuracy(ckpt, checkpoint)
-    pixels, labels = load_pixels(data_dir_from(data_dir), "test")  # before the slow part: fail fast
+    pixels, labels = load_pixels(resolve_data_dir(data_dir), "test")  # before the slow part: fail fast
 
     start = time.perf_counter()
     try:
@@ -95,7 +95,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("checkpoint", help="best.pt written by python -m train")
     p.add_argument("-o", "--out", help="output .onnx (default: the checkpoint's path with .onnx)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--data-dir", help=f"MNIST IDX files for the parity check (default: ${DATA_ENV})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files for the parity check (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
                    help=f"largest allowed |ONNX - PyTorch| logit difference (default {FP32_TOLERANCE:g})")
     return p.parse_args(argv)

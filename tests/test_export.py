@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parents[1]
 from export import pipeline, quantize, rewrite, to_onnx
 from export.data import load_pixels
 from export.onnx_model import INPUT_NAME, OUTPUT_NAME, run_session, wrap

@@ -2,15 +2,17 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 
-from conftest import REPO
 from export.data import load_pixels
 from export.parity import accuracy, compare, onnx_logits
 from train.checkpoint import sha256
+
+REPO = Path(__file__).resolve().parents[1]
 
 SHIPPED_INT8 = REPO / "runtime" / "models" / "digits-int8.onnx"
 MODEL_CARD = REPO / "runtime" / "models" / "MODEL_CARD.md"

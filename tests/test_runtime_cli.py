@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from test_runtime_preprocess import MODEL_ARGS, REPO, encode, load_mnist_test, needs_model, paper_photo
+from test_runtime_preprocess import MODEL_ARGS, REPO, encode, needs_model, paper_photo
 
 pytestmark = needs_model
 
@@ -22,8 +22,8 @@ def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def digits():
-    images, labels = load_mnist_test()
+def digits(mnist_test):
+    images, labels = mnist_test
     return images, labels
 
 
@@ -189,7 +189,7 @@ def test_webcam_headless_writes_annotated_video(tmp_path, digits):
         assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]  # temp file renamed away
 
 
-def test_webcam_bad_sources_are_one_line_errors(tmp_path):
+def test_webcam_bad_sources_are_one_line_errors(tmp_path, mnist_test):
     not_video = tmp_path / "x.mp4"
     not_video.write_text("nope")
     for source in [str(tmp_path / "missing.mp4"), str(not_video), "97"]:
@@ -197,6 +197,6 @@ def test_webcam_bad_sources_are_one_line_errors(tmp_path):
         assert result.returncode == 2, source
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    display = run_cli("webcam", "--source", str(make_video(tmp_path / "v.mp4", load_mnist_test(), 3)), *MODEL_ARGS)
+    display = run_cli("webcam", "--source", str(make_video(tmp_path / "v.mp4", mnist_test, 3)), *MODEL_ARGS)
     if display.returncode != 0:  # headless OpenCV: a clear pointer to --no-display
         assert "--no-display" in display.stderr and "Traceback" not in display.stderr

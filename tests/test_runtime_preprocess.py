@@ -21,7 +21,6 @@ sys.path.insert(0, str(REPO))
 from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, decode_image, preprocess_digit  # noqa: E402
 from runtime.rows import find_row_images  # noqa: E402
 
-DATA_DIR = Path(os.environ.get("EDGE_DIGITS_DATA", REPO.parent / "shared" / "data" / "MNIST" / "raw"))
 SHIPPED_MODEL = REPO / "runtime" / "models" / "digits-int8.onnx"
 # Development override (e.g. to run the suite against the FP32 model); by
 # default the tests use the model users get.
@@ -33,14 +32,6 @@ needs_model = pytest.mark.skipif(
 
 
 # ------------------------------------------------------------ helpers
-
-
-def load_mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    from train.idx import load_split
-
-    if not any((DATA_DIR / f).exists() for f in ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz")):
-        pytest.fail(f"MNIST not found in {DATA_DIR}: set EDGE_DIGITS_DATA to the directory of the IDX files")
-    return load_split(DATA_DIR, "test")
 
 
 def paper_photo(digit: np.ndarray, size=(480, 640), frac=0.5, ink=(40, 40, 40), paper=(225, 230, 235),
@@ -69,8 +60,8 @@ def encode(image: np.ndarray, ext: str, params=()) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    return load_mnist_test()
+def mnist(mnist_test):
+    return mnist_test
 
 
 @pytest.fixture(scope="module")

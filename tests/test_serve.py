@@ -18,7 +18,7 @@ for _extra in ("starlette", "uvicorn", "python_multipart", "prometheus_client"):
     pytest.importorskip(_extra, reason="the serve extra is not installed (pip install -e '.[serve]')")
 
 from serve_process import REPO, cli_json, get, multipart, number_photo, post, serve  # noqa: E402
-from test_runtime_preprocess import encode, load_mnist_test, needs_model, paper_photo  # noqa: E402
+from test_runtime_preprocess import encode, needs_model, paper_photo  # noqa: E402
 
 pytestmark = needs_model
 
@@ -34,10 +34,10 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
+def photos(tmp_path_factory, mnist_test):
     """Digit photos (JPEG, PNG) and number photos, with what the CLI reads
     from the same files: the server must answer the same."""
-    images, labels = load_mnist_test()
+    images, labels = mnist_test
     root = tmp_path_factory.mktemp("serve-photos")
     digit_files, number_files = [], []
     for i, ext in enumerate([".jpg", ".png", ".jpg", ".webp"]):
@@ -128,8 +128,8 @@ def test_concurrent_requests_all_answered_right(server, photos):
 
 
 @pytest.mark.parametrize("case", ["text", "pdf", "empty", "truncated", "corrupt", "bomb", "too_many_pixels", "blank", "tiny", "form_without_file"])
-def test_bad_requests_get_clear_json_errors(server, case):
-    images, _ = load_mnist_test()
+def test_bad_requests_get_clear_json_errors(server, case, mnist_test):
+    images, _ = mnist_test
     good = encode(paper_photo(images[0]), ".jpg")
     png_header = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
     data, ctype = {

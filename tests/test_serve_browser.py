@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from serve_process import cli_json, number_photo, serve
-from test_runtime_preprocess import encode, load_mnist_test, needs_model, paper_photo
+from test_runtime_preprocess import encode, needs_model, paper_photo
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "",
                              shutil.which("chromium-browser") or "") if p and os.access(p, os.X_OK)), None)
@@ -56,8 +56,8 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    return load_mnist_test()
+def mnist(mnist_test):
+    return mnist_test
 
 
 @pytest.fixture(scope="module")

@@ -3,15 +3,17 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, write_dataset
 from train import checkpoint, trainer
 from train.__main__ import main as train_main
 from train.config import TrainConfig
 from train.models import build_model, count_parameters
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_seed_model_matches_the_reference_exactly():
@@ -118,7 +120,7 @@ def test_sigkill_during_save_never_exposes_a_partial_checkpoint(tmp_path):
     assert not target.exists()
 
 
-def test_other_datasets_in_the_same_format_train(tmp_path):
+def test_other_datasets_in_the_same_format_train(tmp_path, write_dataset):
     data = write_dataset(tmp_path / "data", n_train=1200)
     out = tmp_path / "out"
     code = train_main(["--dataset", "fashion-mnist", "--data-dir", str(data), "--no-download", "--epochs", "2",
@@ -129,7 +131,7 @@ def test_other_datasets_in_the_same_format_train(tmp_path):
     assert ckpt["metrics"]["test_accuracy"] > 0.9  # the bars are easy to tell apart
 
 
-def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
+def test_cli_reports_bad_data_in_one_line(tmp_path, capsys, write_dataset):
     data = write_dataset(tmp_path)
     (data / "train-labels-idx1-ubyte").write_bytes(b"garbage")
     assert train_main(["--data-dir", str(data), "--no-download", "--out", str(tmp_path / "o")]) == 1
@@ -165,12 +167,11 @@ def test_training_benchmark_compares_recipes_in_one_run(tmp_path, mnist_dir):
         assert 0 <= r["other_load"] <= 1
 
 
-def test_photo_crops_teach_what_the_training_split_lacks(tmp_path):
+def test_photo_crops_teach_what_the_training_split_lacks(tmp_path, write_dataset, write_idx):
     # The training split holds classes 0-4 only; classes 5-9 are only in
     # the two photo-crops files. Telling them apart on the test split
     # proves the crops of both reach the batches with their labels.
     import numpy as np
-    from conftest import write_idx
     from train.idx import load_split
 
     data = write_dataset(tmp_path / "data", n_train=1000)
@@ -193,7 +194,7 @@ def test_photo_crops_teach_what_the_training_split_lacks(tmp_path):
     assert accuracy > 0.8, accuracy
 
 
-def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path):
+def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path, write_dataset):
     # Crops labelled -1 (pieces that are no digit) must leave the model
     # unsure of their kind (left halves of digits, here), which the same run
     # without them is fairly sure of.
@@ -217,7 +218,7 @@ def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path):
     assert sureness["with"] < 0.3 < sureness["without"], sureness
 
 
-def test_bad_photo_crops_file_is_named(tmp_path, capsys):
+def test_bad_photo_crops_file_is_named(tmp_path, capsys, write_dataset):
     data = write_dataset(tmp_path / "data")
     bad = tmp_path / "crops.npz"
     bad.write_bytes(b"not an npz")
@@ -231,7 +232,7 @@ def test_bad_photo_crops_file_is_named(tmp_path, capsys):
     assert "--photo-crops and --photo-share go together" in capsys.readouterr().err
 
 
-def test_init_starts_from_the_checkpoints_weights(tmp_path):
+def test_init_starts_from_the_checkpoints_weights(tmp_path, write_dataset):
     data = write_dataset(tmp_path / "data", n_train=1200)
     base = small_config(tmp_path / "a", data, train_subset=0, val_size=200, epochs=2)
     first = trainer.train(base)

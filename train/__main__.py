@@ -8,7 +8,7 @@ import sys
 from . import distributed
 from .checkpoint import CheckpointError
 from .config import DEFAULT_RECIPE, RECIPES, TrainConfig
-from .data import DATASETS, DataError
+from .idx import DATASETS, DataError
 from .files import sigterm_as_interrupt
 from .models import ARCHS
 from .reader import train_reader
@@ -47,7 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--data-dir", help="directory with the four IDX files (default: $EDGE_DIGITS_DATA, then ./data)")
+    p.add_argument("--data-dir", help="directory with the four IDX files (default: $EDGE_DIGITS_DATA, then ./data/MNIST/raw)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download with torchvision when the files are absent")
     p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from . import checkpoint, plots
 from .config import TrainConfig
-from .data import DataError, load_splits, resolve_data_dir
+from .data import DataError, load_splits
+from .idx import resolve_data_dir
 from .files import atomic_output, clean_stale_temps
 from .models import RowReader, build_model, count_parameters
 from .rows import ROW_HEIGHT, RowBatch, RowMaker

@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed, plots
 from .config import TrainConfig
-from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, resolve_data_dir, to_input
+from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, to_input
+from .idx import resolve_data_dir
 from .files import atomic_output, clean_stale_temps
 from .models import build_model, count_parameters
 from .pieces import make_cut_pieces, make_outliers
