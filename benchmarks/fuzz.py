@@ -16,7 +16,7 @@ hangs, inputs without exactly one JSON line, and the peak RSS of each run
 (a run's peak bounds that of each input in it; runs over the floor are
 re-run one input at a time to name the input).
 
-Floors (issue 14): 0 hangs, 0 crashes, exactly one JSON line per input, peak
+Floors: 0 hangs, 0 crashes, exactly one JSON line per input, peak
 RSS <= 512 MB for any single input at default settings.
 """
 from __future__ import annotations
@@ -510,7 +510,8 @@ def floors_met(report: dict) -> bool:
 
 
 def machine_line() -> dict:
-    from benchmarks.machine import cpu_info, load_average, usable_cores
+    from benchmarks.machine import cpu_info, load_average
+    from runtime.model import usable_cores
 
     model, flags = cpu_info()
     return {"cpu": model, "cpu_flags": flags, "cores": usable_cores(), "load_average_1_5_15min": load_average()}

@@ -122,7 +122,7 @@ def export_models(checkpoint: Path, out: Path, data_dir: str) -> dict:
 def ort_engine(path: str, provider: str):
     import onnxruntime as ort
 
-    from export.onnx_model import INPUT_NAME, OUTPUT_NAME
+    from export.verify import INPUT_NAME, OUTPUT_NAME
 
     if provider not in ort.get_available_providers():
         raise RuntimeError(f"this onnxruntime ({ort.__version__}) has no {provider} "
@@ -157,7 +157,7 @@ def engines(files: dict, module, device: str, provider: str) -> dict:
 
 def parity_and_speed(name: str, make, reference: np.ndarray, pixels: np.ndarray, labels: np.ndarray,
                      smoke: bool) -> dict:
-    from export.parity import compare
+    from export.verify import compare
 
     predict = make()
     logits = np.concatenate([predict(pixels[i:i + 1000]) for i in range(0, len(pixels), 1000)])
@@ -182,9 +182,8 @@ def timings(predict, x: np.ndarray, calls: int, warmup: int) -> dict:
 
 
 def inference(files: dict, checkpoint: str, data_dir: str, device: str, provider: str, smoke: bool) -> dict:
-    from export.data import load_pixels
-    from export.onnx_model import wrap
-    from export.parity import torch_logits
+    from export.to_onnx import torch_logits, wrap
+    from export.verify import load_pixels
     from train.checkpoint import load, load_model
 
     ckpt = load(checkpoint)

@@ -40,14 +40,14 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from runtime.model import CLASSIFIER_FILES, MODELS_DIR
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.idx import DATA_ENV, DataError, load_split, resolve_data_dir
 
 from . import machine
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_DIR = REPO / "runtime" / "models"
-SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx", "fp16": "digits-fp16.onnx"}
+SHIPPED_DIR, SHIPPED = MODELS_DIR, CLASSIFIER_FILES  # one table, runtime's (export.pipeline ships by it)
 DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
 STARTED = time.perf_counter()
 

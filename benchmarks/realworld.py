@@ -38,15 +38,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from benchmarks.machine import cpu_info  # noqa: E402
-from benchmarks.synth_photos import Sample, generate_set  # noqa: E402
-from runtime import DigitClassifier, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
-from runtime.model import default_threads  # noqa: E402
-from train.idx import DATA_ENV, load_split, resolve_data_dir  # noqa: E402
+from benchmarks.machine import cpu_info
+from train.synth_photos import Sample, generate_set
+from runtime import DigitClassifier, RuntimeInputError, preprocess_digit, read_image
+from runtime.model import default_threads
+from train.idx import DATA_ENV, load_split, resolve_data_dir
 
 FLOORS = {"single_digit_accuracy": 0.97, "number_exact_match": 0.96, "touching": 0.93, "tiny (<200px)": 0.80,
           "overlapping 10-20%": 0.90, "clean_rows": 0.99}
@@ -55,10 +52,11 @@ TORCH_SCRIPT = r"""
 import resource, sys, time
 t0 = time.perf_counter()
 import torch
-sys.path.insert(0, sys.argv[3])
 from train.models import build_model
 from runtime import preprocess_digit, read_image
-torch.set_num_threads(int(sys.argv[4]))
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(int(sys.argv[3]))
 ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
 model = build_model(ckpt["arch"], **ckpt["arch_config"])
 model.load_state_dict(ckpt["state_dict"])
@@ -114,20 +112,16 @@ def _encode(ext: str, image: np.ndarray, params=()) -> bytes:
 
 
 def run_digits(clf: DigitClassifier, paths: list[Path], samples: list[Sample], batch: int = 64) -> dict:
-    """The runtime's full path (as ``classify``): read, preprocess, batched inference."""
+    """The runtime's full path, the CLI's own loop (DigitClassifier.classify): read, preprocess, batched
+    inference, the reject rule. A photo answered "no digit found" (no ink, or below the minimum
+    confidence) counts as wrong."""
     correct, failures, per_group = 0, 0, defaultdict(lambda: [0, 0])
     start = time.perf_counter()
     for i in range(0, len(paths), batch):
-        crops = []
-        for path in paths[i:i + batch]:
-            try:
-                crops.append(preprocess_digit(read_image(path), clf.input_size))
-            except RuntimeInputError:  # "no digit found": counted as wrong
-                failures += 1
-                crops.append(None)
-        preds = iter(clf.predictions([c for c in crops if c is not None]))
-        for s, c in zip(samples[i:i + batch], crops):
-            ok = c is not None and next(preds).label == s.label
+        outcomes = clf.classify(paths[i:i + batch])
+        for s, outcome in zip(samples[i:i + batch], outcomes):
+            failures += not outcome.ok
+            ok = outcome.ok and outcome.result.label == s.label
             correct += ok
             for group in _groups(s):
                 per_group[group][0] += ok
@@ -139,15 +133,13 @@ def run_digits(clf: DigitClassifier, paths: list[Path], samples: list[Sample], b
 
 
 def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) -> dict:
-    """The runtime's number path (as ``classify --number``): read, find the rows, read them."""
+    """The runtime's number path, the CLI's own loop (``classify --number``): read, find the rows, read them."""
     correct, failures, per_group = 0, 0, defaultdict(lambda: [0, 0])
     digits_right = digits_total = 0
     start = time.perf_counter()
     for path, s in zip(paths, samples):
-        try:
-            reading = clf.reader.read_rows([clf.reader.rows(read_image(path))])[0].number
-        except RuntimeInputError:
-            reading = ""
+        outcome, = clf.classify([path], number=True)
+        reading = outcome.result.number if outcome.ok else ""
         failures += reading == ""
         ok = reading == s.label
         correct += ok
@@ -307,7 +299,7 @@ def cold_start(model: str | None, checkpoint: str | None, image: Path, threads: 
     runs = [measure_process(cmd) for _ in range(repeats)]
     result = {"onnxruntime": _summarise(runs)}
     if checkpoint:
-        tcmd = [sys.executable, "-c", TORCH_SCRIPT, checkpoint, str(image), str(REPO), str(threads)]
+        tcmd = [sys.executable, "-c", TORCH_SCRIPT, checkpoint, str(image), str(threads)]  # run in REPO: imports
         result["torch"] = _summarise([measure_process(tcmd) for _ in range(repeats)])
     else:
         result["torch"] = None

@@ -4,7 +4,7 @@
 
 A photo whose best class has probability under the threshold is answered
 "no digit found" instead of a guess. The threshold is calibrated on the
-single-digit photos of ``benchmarks.synth_photos.generate_set`` seeds 1-4
+single-digit photos of ``train.synth_photos.generate_set`` seeds 1-4
 (the tuning seeds; seed 0 is the benchmark's and is never used to choose
 anything) as the highest value rejecting at most ``--target`` of their real
 digits, written to files and read back as ``classify`` does. It prints the
@@ -23,15 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
-from benchmarks.realworld import write_files  # noqa: E402
-from benchmarks.synth_photos import _low_freq, background, camera, generate_set, lighting  # noqa: E402
-from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
-from runtime.classifier import DEFAULT_MIN_CONFIDENCE  # noqa: E402
-from train.idx import DATA_ENV, load_split, resolve_data_dir  # noqa: E402
+from benchmarks.realworld import write_files
+from train.synth_photos import _low_freq, background, camera, generate_set, lighting
+from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, preprocess_digit, read_image
+from runtime.classifier import DEFAULT_MIN_CONFIDENCE
+from train.idx import DATA_ENV, load_split, resolve_data_dir
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def digit_confidences(clf: DigitClassifier, images, labels, n: int, seed: int) -> np.ndarray:

@@ -29,7 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .machine import OtherLoad, cpu_info, usable_cores
+from runtime.model import usable_cores
+
+from .machine import OtherLoad, cpu_info
 
 
 def run_recipe(recipe: str, out: Path, eval_interval: int, extra: list[str], nproc: int = 1,

@@ -29,10 +29,9 @@ from train.models import RowReader
 from train.reader import fixed_rows, greedy_decode
 from train.rows import RowMaker
 
-from .errors import ExportError, VerificationError
-from .onnx_model import (DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, check_file, export_graph, format_accuracy,
-                         metadata, open_session, read_metadata, set_metadata, wrap)
-from .verify import check_metadata, session_metadata
+from .to_onnx import DEFAULT_OPSET, export_graph, wrap
+from .verify import (INPUT_NAME, OUTPUT_NAME, ExportError, VerificationError, check_file, check_metadata,
+                     format_accuracy, metadata, open_session, read_metadata, session_metadata, set_metadata)
 
 TEST_ROWS = 2000
 TEST_SEED = 2024
@@ -193,7 +192,7 @@ def reader_pipeline(checkpoint: Path, out_dir: Path, data_dir, command: str, shi
     """Export, quantize, report (parity.md / parity.json in ``out_dir``) and, with ``ship_dir``, ship
     the reader files that passed their checks, its card and (to ``checkpoint_copy``) its checkpoint.
     An INT8 file that fails its gate is reported and not shipped; the runtime then reads with FP32."""
-    from .files import copy_file, write_text
+    from train.files import copy_file, write_text
 
     fp32, fp32_size, p32 = export_reader(checkpoint, out_dir / SHIPPED_READER["fp32"], data_dir)
     ckpt = load(checkpoint)

@@ -146,6 +146,7 @@ def _quiet_opencv() -> None:
 class Item:
     path: str
     error: str | None = None
+    result: object = None  # Prediction or NumberReading
 
 
 def iter_inputs(paths: list[str]) -> Iterator[Item]:
@@ -191,64 +192,19 @@ def run_classify(args: argparse.Namespace) -> int:
 
 
 def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
-    """Preprocess each item (errors stay with their item), then one
-    inference call for the whole batch. True if any item failed."""
-    from .imageio import read_image
-    from .preprocess import preprocess_digit
-
-    prepared = []  # (item, crop or rows)
+    """Every readable item through DigitClassifier.classify (one batch; errors stay with their
+    item), printed in input order. True if any item failed."""
+    usable = [item for item in items if item.error is None]
+    for item, outcome in zip(usable, clf.classify([item.path for item in usable], number)):
+        if outcome.error is not None:
+            item.error = _with_path(item.path, outcome.error)
+        item.result = outcome.result
     for item in items:
-        if item.error is not None:
-            continue
-        try:
-            image = read_image(item.path)
-            if number:
-                prepared.append((item, clf.reader.rows(image)))
-            else:
-                prepared.append((item, preprocess_digit(image, clf.input_size)))
-        except RuntimeInputError as e:
-            item.error = _with_path(item.path, e)
-        except MemoryError:
-            item.error = f"{item.path}: image too large for the memory available"
-        except Exception as e:  # a bug must not stop the other inputs, nor print a traceback
-            item.error = f"{item.path}: internal error ({type(e).__name__}: {e})"
-    if number:
-        results = read_rows_per_item(clf.reader, prepared)
-        for (item, _), reading in zip(prepared, results):
-            if item.error is None and not reading.rows:
-                item.error = f"{item.path}: no number found"
-    else:
-        results = clf.predictions([p for _, p in prepared])
-    by_item = {id(item): r for (item, _), r in zip(prepared, results)}
-    for item in items:
-        if item.error is None:
-            try:  # a non-finite output, or a digit below --min-confidence, is an error for its input
-                clf.checked(by_item[id(item)])
-            except (RuntimeInputError, ModelError) as e:
-                item.error = _with_path(item.path, e)
         if item.error is not None:
             out.error(item.path, item.error)
         else:
-            out.result(item.path, by_item[id(item)])
+            out.result(item.path, item.result)
     return any(item.error is not None for item in items)
-
-
-def read_rows_per_item(reader, prepared: list) -> list:
-    """All items' rows in as few session calls as possible; if the model's output is not finite (a broken
-    model), each item again on its own, so the error is told per input like any other."""
-    from .results import NumberReading
-
-    try:
-        return reader.read_rows([rows for _, rows in prepared])
-    except ModelError:
-        results = []
-        for item, rows in prepared:
-            try:
-                results.append(reader.read_rows([rows])[0])
-            except ModelError as e:
-                item.error = _with_path(item.path, e)
-                results.append(NumberReading())
-        return results
 
 
 def _with_path(path: str, e: Exception) -> str:

@@ -17,7 +17,10 @@ import onnxruntime as ort
 from .errors import ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "digits-int8.onnx"
+# The classifier's file per precision: what export.pipeline writes (fp32 and int8 are shipped here), and what
+# the benchmarks look for.
+CLASSIFIER_FILES = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx", "fp16": "digits-fp16.onnx"}
+DEFAULT_MODEL = MODELS_DIR / CLASSIFIER_FILES["int8"]
 # FP32: the INT8 reader did not pass its parity gate (runtime/models/READER_CARD.md).
 DEFAULT_READER = MODELS_DIR / "reader-fp32.onnx"
 TASKS = {"classifier", "row-reader"}
@@ -46,17 +49,21 @@ class ModelInfo:
         return self.metadata.get("precision", "unknown")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroups affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """Intra-op threads: the cores this process may use, at most 4.
 
     A 28x28 CNN gains little past 4 threads, and an edge device usually
     runs the camera loop and other work beside us.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 def pick_providers(device: str = "auto") -> list[str]:

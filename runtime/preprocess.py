@@ -312,14 +312,10 @@ def ink_map(work: np.ndarray, bg: np.ndarray, polarity: str) -> tuple[np.ndarray
 
     (pixel - background) / background, signed so ink is positive:
     dividing cancels the illumination (ink and paper are lit alike), so a
-    shadowed stroke scores like a lit one. Accepts grey or colour (the
-    strongest channel wins).
+    shadowed stroke scores like a lit one. ``work`` is grey (luminance).
     """
     rel = np.subtract(bg, work) if polarity == "dark-ink" else np.subtract(work, bg)
     rel /= np.maximum(bg, np.float32(RELATIVE_FLOOR))
-    if rel.ndim == 3:
-        b, g, r = cv2.split(rel)
-        rel = np.maximum(np.maximum(b, g, out=b), r, out=b)
     # Noise from the fine-scale residual: a morphological background sits on
     # the noise peaks, so the map's own spread would overstate it.
     sigma = _robust_sigma(rel - cv2.GaussianBlur(rel, (0, 0), 2)) * 1.2

@@ -188,7 +188,7 @@ def test_nproc_under_torchrun_is_refused(capsys, monkeypatch):
 
 def test_speed_benchmark_puts_world_sizes_side_by_side(tmp_path, write_dataset):
     # Machinery only (tiny data, threshold 0): the real figures come from the full run on MNIST.
-    from benchmarks.machine import usable_cores
+    from runtime.model import usable_cores
     from benchmarks.train_speed import main as bench_main
     data = write_dataset(tmp_path / "data", n_train=400)
     out = tmp_path / "bench.json"

@@ -39,7 +39,7 @@ def test_reads_synthetic_photos_of_numbers(reader, mnist):
     """Camera-like photos of test digits (seed 20240, never tuned on), 60 rows of which a sixth have touching
     digits. The shipped reader reads 53 of them (0.88); the guard is what the cut search it replaced read
     here (0.85), so a reader worse than the old path fails."""
-    from benchmarks.synth_photos import generate_set
+    from train.synth_photos import generate_set
 
     images, labels = mnist
     samples = generate_set(images, labels, n_digits=0, n_numbers=60, seed=20240, max_side=800)

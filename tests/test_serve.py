@@ -17,10 +17,10 @@ import pytest
 for _extra in ("starlette", "uvicorn", "python_multipart", "prometheus_client"):
     pytest.importorskip(_extra, reason="the serve extra is not installed (pip install -e '.[serve]')")
 
+from benchmarks.serve_load import chunked_upload  # noqa: E402
 from serve_process import REPO, cli_json, get, multipart, number_photo, post, serve  # noqa: E402
-from test_runtime_preprocess import encode, needs_model, paper_photo  # noqa: E402
 
-pytestmark = needs_model
+pytestmark = pytest.mark.needs_model
 
 BODY_LIMIT = 3_000_000
 PIXEL_LIMIT = 8_000_000
@@ -34,7 +34,7 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory, mnist_test):
+def photos(tmp_path_factory, mnist_test, paper_photo, encode):
     """Digit photos (JPEG, PNG) and number photos, with what the CLI reads
     from the same files: the server must answer the same."""
     images, labels = mnist_test
@@ -128,7 +128,7 @@ def test_concurrent_requests_all_answered_right(server, photos):
 
 
 @pytest.mark.parametrize("case", ["text", "pdf", "empty", "truncated", "corrupt", "bomb", "too_many_pixels", "blank", "tiny", "form_without_file"])
-def test_bad_requests_get_clear_json_errors(server, case, mnist_test):
+def test_bad_requests_get_clear_json_errors(server, case, mnist_test, paper_photo, encode):
     images, _ = mnist_test
     good = encode(paper_photo(images[0]), ".jpg")
     png_header = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
@@ -194,15 +194,7 @@ def test_oversized_bodies_are_refused_without_reading_them(server):
     declared = raw_request(port, (f"POST /v1/digit HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                                   f"Content-Length: {BODY_LIMIT + 1}\r\nConnection: close\r\n\r\n").encode(), [])
     assert declared.startswith(b"HTTP/1.1 413 ") and b"body too large" in declared
-    chunk = b"\xff" * 65536
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/number HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        try:
-            for _ in range(BODY_LIMIT // len(chunk) + 2):
-                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before the end: what we want
-        answer = read_all(s)
+    answer = chunked_upload(port, BODY_LIMIT + 65536, "/v1/number", timeout=10)
     assert answer.startswith(b"HTTP/1.1 413 ") and b"body too large" in answer
 
 

@@ -1,8 +1,8 @@
 """The benchmark's photo generator knows where each digit of a number is
-(benchmarks/photo_crops.py labels pieces by it)."""
+(train/photo_crops.py labels pieces by it)."""
 import numpy as np
 
-from benchmarks.synth_photos import generate_set
+from train.synth_photos import generate_set
 from train.idx import load_split
 
 

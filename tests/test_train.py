@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -35,13 +36,7 @@ def test_unknown_architecture():
         build_model("nope")
 
 
-def small_config(out, data_dir, **overrides) -> TrainConfig:
-    settings = dict(data_dir=str(data_dir), download=False, train_subset=3000, val_size=1000,
-                    epochs=2, batch_size=100, eval_interval=10, out_dir=str(out), augment=True)
-    return TrainConfig.from_recipe("fast", **{**settings, **overrides})
-
-
-def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir):
+def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir, small_config):
     summary = trainer.train(small_config(tmp_path, mnist_dir))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     losses = [p["loss"] for p in metrics["train"]]
@@ -59,20 +54,20 @@ def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path, mnist_dir):
+def test_checkpoint_loads_with_weights_only(tmp_path, mnist_dir, small_config):
     trainer.train(small_config(tmp_path, mnist_dir, epochs=1, train_subset=500))
     obj = torch.load(tmp_path / "best.pt", weights_only=True)
     assert obj["format"] == "edge-digits-checkpoint"
 
 
-def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monkeypatch):
+def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monkeypatch, small_config):
     full = trainer.train(small_config(tmp_path / "full", mnist_dir))
 
     real_evaluate = trainer.evaluate
 
     def evaluate_then_signal(cfg, model, splits, device, progress):
         improved = real_evaluate(cfg, model, splits, device, progress)
-        if progress["iteration"] == 40:  # mid-epoch: the batch order must survive too
+        if progress.iteration == 40:  # mid-epoch: the batch order must survive too
             os.kill(os.getpid(), signal.SIGINT)
         return improved
 
@@ -88,6 +83,21 @@ def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monke
     b = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["iterations"] == full["iterations"] and resumed["test_accuracy"] == full["test_accuracy"]
+
+
+def test_resume_refuses_command_line_settings_it_would_drop(tmp_path):
+    from train.__main__ import given_on_command_line
+
+    saved = asdict(TrainConfig.from_recipe("fast", device="cpu"))
+    cfg = TrainConfig.from_recipe("fast", device="cuda", lr=0.5)
+    argv = ["--resume", "--out", "runs/x", "--lr", "0.5", "--widths", "8", "8", "8", "--device", "cuda", "--seed", "0"]
+    given = given_on_command_line(argv)
+    assert given == {"lr": 0.5, "widths": [8, 8, 8], "device": "cuda", "seed": 0}
+    with pytest.raises(ValueError, match=r"--lr 0.5 \(the run has 0.01\); --widths \[8, 8, 8\] \(the run has \[16, 32, 64\]\)"):
+        trainer.resumed_config(saved, given, cfg, tmp_path / "resume.pt")
+    # the same values, and a new device: taken, the device from the command line
+    resumed = trainer.resumed_config(saved, {"lr": saved["lr"], "device": "cuda", "seed": 0}, cfg, tmp_path)
+    assert resumed == TrainConfig(**{**saved, "device": "cuda"})
 
 
 def test_crash_during_save_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -167,7 +177,7 @@ def test_training_benchmark_compares_recipes_in_one_run(tmp_path, mnist_dir):
         assert 0 <= r["other_load"] <= 1
 
 
-def test_photo_crops_teach_what_the_training_split_lacks(tmp_path, write_dataset, write_idx):
+def test_photo_crops_teach_what_the_training_split_lacks(tmp_path, write_dataset, write_idx, small_config):
     # The training split holds classes 0-4 only; classes 5-9 are only in
     # the two photo-crops files. Telling them apart on the test split
     # proves the crops of both reach the batches with their labels.
@@ -194,7 +204,7 @@ def test_photo_crops_teach_what_the_training_split_lacks(tmp_path, write_dataset
     assert accuracy > 0.8, accuracy
 
 
-def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path, write_dataset):
+def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path, write_dataset, small_config):
     # Crops labelled -1 (pieces that are no digit) must leave the model
     # unsure of their kind (left halves of digits, here), which the same run
     # without them is fairly sure of.
@@ -232,7 +242,7 @@ def test_bad_photo_crops_file_is_named(tmp_path, capsys, write_dataset):
     assert "--photo-crops and --photo-share go together" in capsys.readouterr().err
 
 
-def test_init_starts_from_the_checkpoints_weights(tmp_path, write_dataset):
+def test_init_starts_from_the_checkpoints_weights(tmp_path, write_dataset, small_config):
     data = write_dataset(tmp_path / "data", n_train=1200)
     base = small_config(tmp_path / "a", data, train_subset=0, val_size=200, epochs=2)
     first = trainer.train(base)
@@ -247,7 +257,7 @@ def test_init_starts_from_the_checkpoints_weights(tmp_path, write_dataset):
                                    arch_config={}))
 
 
-# --- issue 14: no tracebacks, no leftovers ------------------------------------------------------------
+# --- no tracebacks, no leftovers ------------------------------------------------------------
 
 
 def test_resume_from_a_best_pt_is_named_not_a_keyerror(tmp_path, capsys):

@@ -16,6 +16,18 @@ from .trainer import Interrupted, train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def given_on_command_line(argv: list[str]) -> dict:
+    """The settings the command line names itself (not the defaults): what --resume must not silently drop."""
+    p = parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return {k: v for k, v in vars(p.parse_args(argv)).items() if k not in ("resume", "nproc", "out_dir")}
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
@@ -38,10 +50,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cut-pieces", type=float,
                    help="digits cut out of touching pairs (as the runtime cuts numbers) per digit in a batch")
     p.add_argument("--photo-crops", metavar="NPZ", nargs="+",
-                   help="files of labelled model inputs cut out of photos by the runtime (python -m benchmarks.photo_crops)")
+                   help="files of labelled model inputs cut out of photos by the runtime (python -m train.photo_crops)")
     p.add_argument("--photo-share", type=float, help="photo crops per digit in a batch")
     p.add_argument("--photo-rows", metavar="NPZ", nargs="+",
-                   help="reader: files of rows cut out of photos by the runtime (python -m benchmarks.photo_rows); "
+                   help="reader: files of rows cut out of photos by the runtime (python -m train.photo_rows); "
                         "their share of a batch is --photo-share")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same architecture)")
     p.add_argument("--seed", type=int, default=0)
@@ -58,13 +70,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--log-test", action="store_true",
                    help="also record test accuracy at each evaluation (reporting only, never steers)")
     p.add_argument("--out", dest="out_dir", default="runs/latest", help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out with its own settings (--device may change; "
+                        "any other flag that differs is refused)")
     p.add_argument("--nproc", type=int, default=1,
                    help="training processes on this machine (started by torchrun's machinery); --batch-size "
                         "stays the global batch. Under torchrun itself leave it at 1")
     p.add_argument("--sync-bn", action="store_true",
                    help="several CUDA processes: BatchNorm statistics over the global batch (SyncBatchNorm)")
-    return p.parse_args(argv)
+    return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -103,7 +117,10 @@ def main(argv=None) -> int:
         if cfg.arch == "reader" and world.distributed:
             raise ValueError("the row reader trains on one process (no torchrun, no --nproc)")
         with sigterm_as_interrupt():  # while writing results too: no temporary file left behind
-            summary = (train_reader if cfg.arch == "reader" else train)(cfg, resume=args.resume)
+            if cfg.arch == "reader":
+                summary = train_reader(cfg, resume=args.resume)
+            else:
+                summary = train(cfg, resume=args.resume, given=given_on_command_line(argv))
     except Interrupted as e:
         if world.main:
             print(f"interrupted: {e}", file=sys.stderr)

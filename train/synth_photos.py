@@ -1,6 +1,8 @@
 """Deterministic camera-like photos of handwritten digits and numbers.
 
-Built from MNIST **test** digits only (never train), with cv2 and numpy:
+Built from the MNIST digits it is given, with cv2 and numpy (no torch): the
+benchmarks give it **test** digits only, train.photo_crops and
+train.photo_rows **training** digits only. It draws
 paper or chalkboard, ink colour applied through the digit's mask, pen
 widths from hair-thin ballpoint to marker, rotation, uneven light,
 shadows, paper edges, specks, blur, sensor noise and JPEG artefacts, at

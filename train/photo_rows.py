@@ -1,6 +1,6 @@
 """Training rows for the row reader from the runtime's own view of photos.
 
-    python -m benchmarks.photo_rows --out runs/photo_rows.npz [--numbers 4000] [--seed 200]
+    python -m train.photo_rows --out runs/photo_rows.npz [--numbers 4000] [--seed 200]
 
 Synthetic photos of numbers made from MNIST **training** digits
 (``synth_photos``: paper, chalk, pens, light, shadows, blur, noise, JPEG;
@@ -17,20 +17,16 @@ import argparse
 import os
 import sys
 from multiprocessing import Pool
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from runtime import RuntimeInputError
+from runtime.rows import find_row_images
 
-from benchmarks.synth_photos import make_number  # noqa: E402
-from runtime import RuntimeInputError  # noqa: E402
-from runtime.rows import find_row_images  # noqa: E402
-from train.files import atomic_output  # noqa: E402
-from train.idx import DATA_ENV, load_split, resolve_data_dir  # noqa: E402
+from .files import atomic_output
+from .idx import DATA_ENV, load_split, resolve_data_dir
+from .synth_photos import make_number
 
 CHUNK = 100  # photos per task
 MAX_SIDE = 1200  # frames no larger: the rows come out the same, the photos much cheaper to make
@@ -44,7 +40,7 @@ DIGIT_WIDTH = (6, 48)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.photo_rows", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m train.photo_rows", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="the .npz to write")
     p.add_argument("--numbers", type=int, default=4000, help="photos of numbers (1 to 8 digits)")
