@@ -3,6 +3,7 @@
 #   ./run.sh all    set up .venv, then train -> export -> quantize -> parity report -> benchmarks
 #                   (./run.sh all --smoke: the same stages in seconds, one epoch; what the suite runs)
 #   ./run.sh test   set up .venv, then run the test suite
+#   ./run.sh lint   set up .venv, then ruff check . (the rules are in pyproject.toml)
 # MNIST is read from $EDGE_DIGITS_DATA, else ./data/MNIST/raw, where torchvision downloads it when absent
 # and the network allows (train/idx.py: resolve_data_dir).
 # EDGE_DIGITS_PYTHON=/path/to/python uses that interpreter as it is: no .venv, nothing installed.
@@ -19,7 +20,7 @@ setup() {
         python3 -m venv .venv
     fi
     # torch is pinned to the release this project is tested with; the extras bring the rest.
-    if ! "$PY" -c "import torch, onnxruntime, pytest, cv2, starlette, playwright" 2>/dev/null || [ .venv/.installed -ot pyproject.toml ]; then
+    if ! "$PY" -c "import torch, onnxruntime, pytest, cv2, starlette, playwright, ruff" 2>/dev/null || [ .venv/.installed -ot pyproject.toml ]; then
         "$PY" -m pip install -q --upgrade pip
         "$PY" -m pip install -q "torch==2.14.1" "torchvision==0.29.1" -e ".[cpu,train,export,dev,serve]"
         touch .venv/.installed
@@ -44,8 +45,13 @@ case "${1:-}" in
         shift
         "$PY" -m pytest -q "$@"
         ;;
+    lint)
+        setup
+        shift
+        "$PY" -m ruff check . "$@"
+        ;;
     *)
-        echo "usage: ./run.sh all|test [extra args]" >&2
+        echo "usage: ./run.sh all|test|lint [extra args]" >&2
         exit 2
         ;;
 esac

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -88,7 +87,8 @@ def seeds(rng: np.random.Generator) -> list[tuple[str, bytes]]:
         (".jpg", cv2.imencode(".jpg", row)[1]),
         (".tif", cv2.imencode(".tif", img)[1]), (".tif", cv2.imencode(".tif", grey.astype(np.float32) / 255)[1]),
         (".bmp", cv2.imencode(".bmp", img)[1]), (".bmp", cv2.imencode(".bmp", grey)[1]),
-        (".webp", cv2.imencode(".webp", img)[1]), (".webp", cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])[1]),
+        (".webp", cv2.imencode(".webp", img)[1]),
+        (".webp", cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])[1]),
         (".pgm", cv2.imencode(".pgm", grey)[1]), (".ppm", cv2.imencode(".ppm", img)[1]),
         (".pbm", cv2.imencode(".pbm", (grey > 128).astype(np.uint8) * 255)[1]),
     ]
@@ -141,8 +141,9 @@ def bombs() -> list[tuple[str, bytes]]:
         ("bomb-jpeg-20000x7000-header.jpg", bytes(jpeg)),
     ]
     try:
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         for side in (12000, 30000):
             buf = io.BytesIO()

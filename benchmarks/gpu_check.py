@@ -112,7 +112,8 @@ def export_models(checkpoint: Path, out: Path, data_dir: str) -> dict:
     fp32 = export_checkpoint(checkpoint, out / "digits-fp32.onnx", data_dir)
     fp16_path = out / "digits-fp16.onnx"
     onnx.save(convert_fp16(onnx.load(fp32.path)), fp16_path)
-    return {"fp32": str(fp32.path), "fp16": str(fp16_path), "fp32_size": fp32.size, "fp16_size": fp16_path.stat().st_size,
+    return {"fp32": str(fp32.path), "fp16": str(fp16_path), "fp32_size": fp32.size,
+            "fp16_size": fp16_path.stat().st_size,
             "fp32_cpu_parity": fp32.parity.as_dict(), "export_seconds": round(fp32.seconds, 2)}
 
 
@@ -211,7 +212,8 @@ def table(results: dict) -> str:
         p, lat = r["parity"], r["latency_ms"]
         lines.append(f"| {name} | {100 * p['accuracy']:.2f}% | {100 * p['agreement']:.2f}% | {p['max_abs_diff']:.2g} "
                      f"| {lat['median']:.3f} / {lat['p99']:.3f} | {r['throughput_images_per_second']:,} |")
-    train_lines = ["| training | processes | time to 99.0% | train s | images/s | test acc. |", "|---|---:|---:|---:|---:|---:|"]
+    train_lines = ["| training | processes | time to 99.0% | train s | images/s | test acc. |",
+                   "|---|---:|---:|---:|---:|---:|"]
     for key in ("train", "train_2proc_nccl", "train_2proc_nccl_syncbn"):
         r = results.get(key)
         if not r:
@@ -220,8 +222,9 @@ def table(results: dict) -> str:
             train_lines.append(f"| {key} | failed: {r['error'][:120]} | | | | |")
             continue
         t = r["time_to_99_seconds"]
-        train_lines.append(f"| {key} ({r['autocast']}) | {r['processes']} | {f'{t:.1f} s' if t is not None else 'not reached'} "
-                           f"| {r['train_seconds']:.1f} | {r['images_per_second']:,} | {100 * r['test_accuracy']:.2f}% |")
+        reached = f"{t:.1f} s" if t is not None else "not reached"
+        train_lines.append(f"| {key} ({r['autocast']}) | {r['processes']} | {reached} | {r['train_seconds']:.1f} "
+                           f"| {r['images_per_second']:,} | {100 * r['test_accuracy']:.2f}% |")
     return "\n".join(train_lines + [""] + lines)
 
 

@@ -38,13 +38,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
 from benchmarks.machine import cpu_info
-from train.synth_photos import Sample, generate_set
 from runtime import DigitClassifier, RuntimeInputError, preprocess_digit, read_image
 from runtime.model import default_threads
 from train.idx import DATA_ENV, load_split, resolve_data_dir
+from train.synth_photos import Sample, generate_set
 
+REPO = Path(__file__).resolve().parents[1]
 FLOORS = {"single_digit_accuracy": 0.97, "number_exact_match": 0.96, "touching": 0.93, "tiny (<200px)": 0.80,
           "overlapping 10-20%": 0.90, "clean_rows": 0.99}
 
@@ -54,8 +54,6 @@ t0 = time.perf_counter()
 import torch
 from train.models import build_model
 from runtime import preprocess_digit, read_image
-
-REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(int(sys.argv[3]))
 ckpt = torch.load(sys.argv[1], map_location="cpu", weights_only=True)
 model = build_model(ckpt["arch"], **ckpt["arch_config"])
@@ -151,7 +149,8 @@ def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) 
             per_group[group][1] += 1
     seconds = time.perf_counter() - start
     standard = per_group["standard rows"]
-    return {"exact_match": standard[0] / max(1, standard[1]), "n": standard[1], "all_sets_exact_match": correct / len(samples),
+    return {"exact_match": standard[0] / max(1, standard[1]), "n": standard[1],
+            "all_sets_exact_match": correct / len(samples),
             "all_sets_n": len(samples), "no_digit_found": failures,
             "digits_right_when_count_right": digits_right / max(1, digits_total), "seconds": seconds,
             "by_condition": {k: round(v[0] / v[1], 4) for k, v in sorted(per_group.items())},
@@ -344,7 +343,8 @@ def markdown(results: dict) -> str:
             f"| MNIST as 4x enlarged noisy scans, full pipeline | {100 * cm['enlarged_scans_accuracy']:.2f}% | |",
             f"| 640x480 digit photo end to end (decode / preprocess / inference) | {e1['total']:.1f} ms "
             f"({e1['decode']:.1f} / {e1['preprocess']:.1f} / {e1['inference']:.2f}) | |",
-            f"| webcam loop, headless 640x480 (digit / number mode) | {w['digit_fps']:.1f} / {w['number_fps']:.1f} FPS | |",
+            f"| webcam loop, headless 640x480 (digit / number mode) | {w['digit_fps']:.1f} / "
+            f"{w['number_fps']:.1f} FPS | |",
             f"| cold start `python -m runtime classify one.jpg` | {cs['onnxruntime']['wall_s']:.2f} s, "
             f"peak RSS {cs['onnxruntime']['peak_rss_mb']:.0f} MB | |",
         ]
@@ -427,7 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         "clean_rows": results["clean_rows"]["exact_match"] >= FLOORS["clean_rows"],
     }
     if not args.numbers_only:
-        results["floors_met"]["single_digit_accuracy"] = results["digits"]["accuracy"] >= FLOORS["single_digit_accuracy"]
+        met = results["digits"]["accuracy"] >= FLOORS["single_digit_accuracy"]
+        results["floors_met"]["single_digit_accuracy"] = met
         results["floors_met"]["clean_mnist_within_0.1_points"] = abs(results["clean_mnist"]["difference_points"]) <= 0.1
     print(markdown(results))
     if args.json_out:

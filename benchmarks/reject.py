@@ -23,12 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-
 from benchmarks.realworld import write_files
-from train.synth_photos import _low_freq, background, camera, generate_set, lighting
 from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, preprocess_digit, read_image
 from runtime.classifier import DEFAULT_MIN_CONFIDENCE
 from train.idx import DATA_ENV, load_split, resolve_data_dir
+from train.synth_photos import _low_freq, background, camera, generate_set, lighting
 
 REPO = Path(__file__).resolve().parents[1]
 

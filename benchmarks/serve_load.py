@@ -37,7 +37,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-
 from benchmarks.machine import busy_cpu_seconds, cpu_info, load_average
 from runtime.model import usable_cores
 from train.synth_photos import generate_set
@@ -60,7 +59,8 @@ def free_port() -> int:
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cmd = [sys.executable, "-m", "runtime", "serve", "--port", str(port), "--read-timeout", str(args.read_timeout), "--max-body", str(args.max_body),
+    cmd = [sys.executable, "-m", "runtime", "serve", "--port", str(port), "--read-timeout", str(args.read_timeout),
+           "--max-body", str(args.max_body),
            "--max-pixels", str(MAX_PIXELS)]
     if args.model:
         cmd += ["--model", args.model]
@@ -232,7 +232,7 @@ def raw(port: int, head: bytes, body: bytes = b"", then_close: bool = False, pau
         try:
             while b"\r\n" not in data and (chunk := s.recv(4096)):
                 data += chunk
-        except (ConnectionResetError, socket.timeout) as e:
+        except (TimeoutError, ConnectionResetError) as e:
             return f"no answer ({type(e).__name__})"
     line = data.split(b"\r\n", 1)[0].split()
     return int(line[1]) if len(line) > 1 and line[1].isdigit() else f"no answer ({data[:40]!r})"
@@ -258,7 +258,7 @@ def chunked_upload(port: int, total: int, path: str = "/v1/digit", timeout: floa
         try:
             while part := s.recv(65536):
                 answer += part
-        except (ConnectionResetError, socket.timeout):
+        except (TimeoutError, ConnectionResetError):
             pass
     return answer
 
@@ -354,7 +354,8 @@ def main(argv=None) -> int:
     result["workers"] = json.loads(c.getresponse().read())["limits"]["workers"]
     if args.nice_client:
         os.nice(19)  # the client side only: the server keeps normal priority
-    print(f"server pid {proc.pid} on port {port}, {result['workers']} workers; CPU {model} ({', '.join(flags)}), {usable_cores()} cores, "
+    print(f"server pid {proc.pid} on port {port}, {result['workers']} workers; CPU {model} ({', '.join(flags)}), "
+          f"{usable_cores()} cores, "
           f"load {load_average()}", flush=True)
     try:
         drive(port, digits, 2, 2.0, 200)  # warm-up
@@ -367,14 +368,16 @@ def main(argv=None) -> int:
                 cpu_ms = load.server_cores * r["seconds"] / max(r["requests"], 1) * 1000
                 # On a shared machine the server gets what the others leave: its CPU time per request
                 # (and so the rate per core it was given) is the figure that carries to a quiet machine.
-                r.update(endpoint=endpoint, server_cores=round(load.server_cores, 2), server_cpu_ms_per_request=round(cpu_ms, 1),
+                r.update(endpoint=endpoint, server_cores=round(load.server_cores, 2),
+                         server_cpu_ms_per_request=round(cpu_ms, 1),
                          rps_per_server_core=round(r["rps"] / load.server_cores, 1) if load.server_cores > 0 else None,
                          client_cores=round(load.client_cores, 2),
                          other_cores=round(load.other_cores, 2) if load.other_cores is not None else None)
                 result["levels"].append(r)
                 print(f"/v1/{endpoint:6} {c:>2} clients: {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
                       f"p99 {r['p99_ms']:6.1f} ms  statuses {r['statuses']}  wrong {r['wrong_answers']}  "
-                      f"(server CPU {r['server_cpu_ms_per_request']} ms/request, {r['rps_per_server_core']} req/s per core it got; cores used: server {r['server_cores']}, client {r['client_cores']}, "
+                      f"(server CPU {r['server_cpu_ms_per_request']} ms/request, {r['rps_per_server_core']} req/s "
+                      f"per core it got; cores used: server {r['server_cores']}, client {r['client_cores']}, "
                       f"other processes {r['other_cores']})", flush=True)
 
         # memory over many requests
@@ -430,7 +433,8 @@ def main(argv=None) -> int:
 
     four = next(r for r in result["levels"] if r["endpoint"] == "digit" and r["clients"] == 4)
     result["floors"] = {
-        "rps_4_clients": {"value": four["rps"], "floor": FLOORS["rps_4_clients"], "met": four["rps"] >= FLOORS["rps_4_clients"]},
+        "rps_4_clients": {"value": four["rps"], "floor": FLOORS["rps_4_clients"],
+                          "met": four["rps"] >= FLOORS["rps_4_clients"]},
         "p99_ms_4_clients": {"value": four["p99_ms"], "floor": FLOORS["p99_ms_4_clients"],
                              "met": four["p99_ms"] <= FLOORS["p99_ms_4_clients"]},
     }

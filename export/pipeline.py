@@ -209,7 +209,8 @@ some digit. Test accuracy is not accuracy on real photos.
 def training_settings(cfg: dict) -> str:
     # Recipes change over time; the checkpoint records what this run actually used.
     keys = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment", "label_smoothing",
-            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "init", "train_subset", "val_size")
+            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "init", "train_subset",
+            "val_size")
     return ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) is not None)
 
 

@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -31,9 +31,24 @@ from train.idx import DATA_ENV, DataError, load_split, resolve_data_dir
 
 from .compact import compact
 from .rewrite import keep_narrow_convs_float
-from .verify import (INPUT_NAME, ExportError, Parity, check_interface, check_metadata, compare, first_line,
-                     format_accuracy, load_onnx, load_pixels, open_session, read_metadata, run_session, set_metadata,
-                     to_pixels, verify)
+from .verify import (
+    INPUT_NAME,
+    ExportError,
+    Parity,
+    check_interface,
+    check_metadata,
+    compare,
+    first_line,
+    format_accuracy,
+    load_onnx,
+    load_pixels,
+    open_session,
+    read_metadata,
+    run_session,
+    set_metadata,
+    to_pixels,
+    verify,
+)
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}

@@ -18,10 +18,10 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -32,8 +32,17 @@ from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.files import atomic_output, clean_stale_temps, sigterm_as_interrupt
 from train.idx import DATA_ENV, DataError, resolve_data_dir
 
-from .verify import (INPUT_NAME, OUTPUT_NAME, ExportError, Parity, first_line, load_pixels, metadata, set_metadata,
-                     verify)
+from .verify import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    ExportError,
+    Parity,
+    first_line,
+    load_pixels,
+    metadata,
+    set_metadata,
+    verify,
+)
 
 # 18 is the exporter's native opset in torch 2.14 (no version conversion step) and
 # supported by every onnxruntime >= 1.14 the runtime may meet.
@@ -221,7 +230,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("checkpoint", help="best.pt written by python -m train")
     p.add_argument("-o", "--out", help="output .onnx (default: the checkpoint's path with .onnx)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    p.add_argument("--data-dir", help=f"MNIST IDX files for the parity check (default: ${DATA_ENV}, then ./data/MNIST/raw)")
+    p.add_argument("--data-dir",
+                   help=f"MNIST IDX files for the parity check (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--tolerance", type=float, default=FP32_TOLERANCE,
                    help=f"largest allowed |ONNX - PyTorch| logit difference (default {FP32_TOLERANCE:g})")
     return p.parse_args(argv)

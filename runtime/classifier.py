@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence, Union
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -22,7 +22,7 @@ DEFAULT_BATCH = 64
 DEFAULT_MIN_CONFIDENCE = 0.169
 
 
-ImageLike = Union[np.ndarray, str, os.PathLike]  # an image array or a file path
+ImageLike = np.ndarray | str | os.PathLike  # an image array or a file path
 
 
 class DigitClassifier:
@@ -107,7 +107,7 @@ class DigitClassifier:
                 best[i] = pred
         return [best[i] for i in range(len(crops))]
 
-    def checked(self, result: "Prediction | NumberReading") -> "Prediction | NumberReading":
+    def checked(self, result: Prediction | NumberReading) -> Prediction | NumberReading:
         """The result if it can be given: ModelError when the model's output
         is not finite (a broken model; NaN is not an answer, nor valid JSON),
         NoDigitFound when a single digit is below ``min_confidence``."""

@@ -12,9 +12,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .errors import ModelError, RuntimeInputError
 from .results import digit_json, number_json
@@ -24,7 +24,8 @@ EXIT_OK, EXIT_INPUT, EXIT_FATAL = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime",
-                                description="Classify handwritten digits and numbers in photos (ONNX Runtime, no torch).")
+                                description="Classify handwritten digits and numbers in photos "
+                                            "(ONNX Runtime, no torch).")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads that decode and classify at once (default: twice the cores available, at most 8)")
     s.add_argument("--threads", type=_positive, default=1, help="inference threads per request (default 1)")
     s.add_argument("--max-queue", type=int, default=32, help="requests waiting for a worker before 503 (default 32)")
-    s.add_argument("--max-body", type=_positive, default=20 * 2**20, help="largest request body in bytes (default 20 MiB)")
+    s.add_argument("--max-body", type=_positive, default=20 * 2**20,
+                   help="largest request body in bytes (default 20 MiB)")
     s.add_argument("--max-pixels", type=_positive, default=50_000_000, help="largest image in pixels (default 50 MP)")
     s.add_argument("--read-timeout", type=float, default=30.0, help="seconds to receive a body (default 30)")
     s.add_argument("--tls-cert", help="certificate file: serve HTTPS (phone browsers allow the camera only over HTTPS)")
@@ -191,7 +193,7 @@ def run_classify(args: argparse.Namespace) -> int:
     return EXIT_INPUT if failed else EXIT_OK
 
 
-def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
+def classify_batch(clf, items: list[Item], number: bool, out: Output) -> bool:
     """Every readable item through DigitClassifier.classify (one batch; errors stay with their
     item), printed in input order. True if any item failed."""
     usable = [item for item in items if item.error is None]

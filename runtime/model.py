@@ -115,7 +115,8 @@ def read_model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
 
     version = need("edge_digits.format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise ModelError(f"{path}: model format version {version} not supported (this runtime reads {sorted(SUPPORTED_FORMAT_VERSIONS)})")
+        raise ModelError(f"{path}: model format version {version} not supported "
+                         f"(this runtime reads {sorted(SUPPORTED_FORMAT_VERSIONS)})")
     try:
         classes = json.loads(need("classes"))
         lo, hi = (float(v) for v in json.loads(meta.get("input_range", "[0.0, 1.0]")))
@@ -127,7 +128,8 @@ def read_model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
     if meta.get("input_layout", "NCHW") != "NCHW":
         raise ModelError(f"{path}: input layout {meta['input_layout']!r} not supported (NCHW only)")
     if meta.get("normalization", "folded") != "folded":
-        raise ModelError(f"{path}: normalization {meta['normalization']!r} not supported (must be folded into the graph)")
+        raise ModelError(f"{path}: normalization {meta['normalization']!r} not supported "
+                         "(must be folded into the graph)")
     polarity = meta.get("input_polarity", "light-on-dark")
     if polarity not in POLARITIES:
         raise ModelError(f"{path}: unknown input polarity {polarity!r}")
@@ -143,7 +145,8 @@ def read_model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
         except ValueError as e:
             raise ModelError(f"{path}: malformed metadata ({e})") from None
         if stride < 1 or blank != len(classes):
-            raise ModelError(f"{path}: reader stride {stride} and blank index {blank} do not fit {len(classes)} classes")
+            raise ModelError(f"{path}: reader stride {stride} and blank index {blank} do not fit "
+                             f"{len(classes)} classes")
 
     inputs, outputs = session.get_inputs(), session.get_outputs()
     input_name = meta.get("input_name", "pixels")

@@ -41,7 +41,8 @@ def _write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
     return path
 
 
-def _write_dataset(directory: Path, n_train: int = 600, n_test: int = 200, seed: int = 0, compress: bool = False) -> Path:
+def _write_dataset(directory: Path, n_train: int = 600, n_test: int = 200, seed: int = 0,
+                   compress: bool = False) -> Path:
     """A small learnable dataset in IDX format: each class is a bright bar at its own height."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)

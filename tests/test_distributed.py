@@ -20,7 +20,8 @@ from train.models import build_model
 REPO = Path(__file__).resolve().parents[1]
 
 
-TIMEOUT = 600  # seconds for one launch: a bound on a hang only; a healthy one takes 10-20 s (280 s seen on a starved 2-core machine)
+# Seconds for one launch: a bound on a hang only; a healthy one takes 10-20 s (280 s seen on a starved machine).
+TIMEOUT = 600
 SMALL = ["--no-download", "--val-size", "100", "--eval-interval", "5"]
 
 
@@ -188,8 +189,8 @@ def test_nproc_under_torchrun_is_refused(capsys, monkeypatch):
 
 def test_speed_benchmark_puts_world_sizes_side_by_side(tmp_path, write_dataset):
     # Machinery only (tiny data, threshold 0): the real figures come from the full run on MNIST.
-    from runtime.model import usable_cores
     from benchmarks.train_speed import main as bench_main
+    from runtime.model import usable_cores
     data = write_dataset(tmp_path / "data", n_train=400)
     out = tmp_path / "bench.json"
     assert bench_main(["--nproc", "1", "2", "--threshold", "0", "--json-out", str(out), "--out", str(tmp_path / "runs"),

@@ -95,7 +95,8 @@ def reader_fp32(tmp_path_factory, mnist_dir):
     from export.reader import TEST_ROWS, export_reader
 
     assert TEST_ROWS >= 2000
-    path, _, parity = export_reader(READER_CHECKPOINT, tmp_path_factory.mktemp("reader") / "reader-fp32.onnx", mnist_dir)
+    out = tmp_path_factory.mktemp("reader") / "reader-fp32.onnx"
+    path, _, parity = export_reader(READER_CHECKPOINT, out, mnist_dir)
     assert parity.rows == TEST_ROWS and parity.string_agreement == 1.0 and parity.max_abs_diff < 1e-3
     assert parity.accuracy >= 0.8  # and it reads: not parity between two models that read nothing
     return path

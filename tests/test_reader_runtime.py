@@ -5,8 +5,15 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime import (DEFAULT_MODEL, DEFAULT_READER, DigitClassifier, ModelError, NoDigitFound, NumberReader,
-                     RuntimeInputError)
+from runtime import (
+    DEFAULT_MODEL,
+    DEFAULT_READER,
+    DigitClassifier,
+    ModelError,
+    NoDigitFound,
+    NumberReader,
+    RuntimeInputError,
+)
 from runtime.rows import find_row_images
 from train.idx import load_split
 

@@ -197,6 +197,7 @@ def test_webcam_bad_sources_are_one_line_errors(tmp_path, mnist_test, model_args
         assert result.returncode == 2, source
         assert "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-    display = run_cli("webcam", "--source", str(make_video(tmp_path / "v.mp4", mnist_test, paper_photo, 3)), *model_args)
+    video = make_video(tmp_path / "v.mp4", mnist_test, paper_photo, 3)
+    display = run_cli("webcam", "--source", str(video), *model_args)
     if display.returncode != 0:  # headless OpenCV: a clear pointer to --no-display
         assert "--no-display" in display.stderr and "Traceback" not in display.stderr

@@ -11,7 +11,8 @@ from runtime import RuntimeInputError, decode_image, preprocess_digit
 from runtime.rows import find_row_images
 
 DTYPES = [np.uint8, np.uint16, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_]
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @st.composite
@@ -287,7 +288,6 @@ def _strict_json(line: str) -> dict:
 def test_non_finite_model_output_is_an_error_never_nan(tmp_path, monkeypatch, capsys, number, model_args):
     from runtime import cli
     from runtime.classifier import DigitClassifier
-
     from runtime.reader import NumberReader
 
     real = DigitClassifier.predict_pixels

@@ -1,16 +1,12 @@
 """runtime preprocessing and image reading: photos in, MNIST-style digits out."""
 from __future__ import annotations
 
-import os
 import struct
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-
 
 from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, decode_image, preprocess_digit
 from runtime.rows import find_row_images

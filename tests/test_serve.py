@@ -17,8 +17,9 @@ import pytest
 for _extra in ("starlette", "uvicorn", "python_multipart", "prometheus_client"):
     pytest.importorskip(_extra, reason="the serve extra is not installed (pip install -e '.[serve]')")
 
-from benchmarks.serve_load import chunked_upload  # noqa: E402
 from serve_process import REPO, cli_json, get, multipart, number_photo, post, serve  # noqa: E402
+
+from benchmarks.serve_load import chunked_upload  # noqa: E402
 
 pytestmark = pytest.mark.needs_model
 
@@ -103,7 +104,7 @@ def test_digit_answers_equal_the_cli(server, photos):
 
 
 def test_number_answers_equal_the_cli_raw_and_multipart(server, photos):
-    for path, label, expected in photos["number"]:
+    for path, _label, expected in photos["number"]:
         status, body, headers = post(server + "/v1/number", path.read_bytes())
         assert status == 200 and body == strip_path(expected), path
         form, ctype = multipart("image", path.name, path.read_bytes())
@@ -127,7 +128,8 @@ def test_concurrent_requests_all_answered_right(server, photos):
         assert status == 200 and body == expected
 
 
-@pytest.mark.parametrize("case", ["text", "pdf", "empty", "truncated", "corrupt", "bomb", "too_many_pixels", "blank", "tiny", "form_without_file"])
+@pytest.mark.parametrize("case", ["text", "pdf", "empty", "truncated", "corrupt", "bomb", "too_many_pixels", "blank",
+                                  "tiny", "form_without_file"])
 def test_bad_requests_get_clear_json_errors(server, case, mnist_test, paper_photo, encode):
     images, _ = mnist_test
     good = encode(paper_photo(images[0]), ".jpg")
@@ -182,7 +184,7 @@ def read_all(s: socket.socket) -> bytes:
     try:
         while chunk := s.recv(65536):
             chunks.append(chunk)
-    except (ConnectionResetError, socket.timeout):
+    except (TimeoutError, ConnectionResetError):
         pass
     return b"".join(chunks)
 

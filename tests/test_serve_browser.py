@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from serve_process import cli_json, number_photo, serve
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "",
@@ -115,7 +114,8 @@ def phone(browser, server):
 
 def canvas_pixel(page, x: int, y: int) -> tuple[int, int, int]:
     return tuple(page.evaluate(
-        "([x, y]) => Array.from(document.getElementById('view').getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3))",
+        "([x, y]) => Array.from(document.getElementById('view').getContext('2d')"
+        ".getImageData(x, y, 1, 1).data.slice(0, 3))",
         [x, y]))
 
 

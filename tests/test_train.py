@@ -17,10 +17,49 @@ from train.models import build_model, count_parameters
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_seed_model_matches_the_reference_exactly():
-    model = build_model("seed")
-    assert count_parameters(model) == 507_420
-    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+class TutorialCNN(torch.nn.Module):
+    """The tutorial's network written out as the tutorial writes it: named layers, activations in forward."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(1, 5, 3, padding=1)
+        self.conv2, self.bn2 = nn.Conv2d(5, 10, 3, padding=1), nn.BatchNorm2d(10)
+        self.conv3, self.bn3 = nn.Conv2d(10, 20, 3, padding=1), nn.BatchNorm2d(20)
+        self.conv4, self.bn4 = nn.Conv2d(20, 40, 3, padding=1), nn.BatchNorm2d(40)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(40 * 7 * 7, 200), nn.Linear(200, 500), nn.Linear(500, 10)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x):
+        relu, pool = torch.relu, torch.nn.functional.max_pool2d
+        x = relu(self.conv1(x))
+        x = pool(relu(self.bn2(self.conv2(x))), 2)
+        x = relu(self.bn3(self.conv3(x)))
+        x = pool(relu(self.bn4(self.conv4(x))), 2)
+        x = self.dropout(relu(self.fc1(x.flatten(1))))
+        return self.fc3(relu(self.fc2(x)))
+
+
+def test_seed_model_is_the_tutorials_architecture():
+    torch.manual_seed(0)
+    seed, tutorial = build_model("seed"), TutorialCNN()
+    assert count_parameters(seed) == count_parameters(tutorial) == 507_420
+    # Layer for layer: the same parameter and buffer shapes in the same order...
+    ours, theirs = seed.state_dict(), tutorial.state_dict()
+    assert [tuple(t.shape) for t in ours.values()] == [tuple(t.shape) for t in theirs.values()]
+    # ...and the same function: with the seed's weights (BatchNorm statistics made non-trivial first),
+    # the tutorial's forward pass gives the seed's logits.
+    with torch.no_grad():
+        for module in seed.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    tutorial.load_state_dict(dict(zip(theirs, ours.values())))
+    seed.eval(), tutorial.eval()
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(seed(x), tutorial(x), atol=1e-6)
+    assert seed(x).shape == (8, 10)
 
 
 @pytest.mark.parametrize("recipe", ["fast", "best"])
@@ -93,7 +132,8 @@ def test_resume_refuses_command_line_settings_it_would_drop(tmp_path):
     argv = ["--resume", "--out", "runs/x", "--lr", "0.5", "--widths", "8", "8", "8", "--device", "cuda", "--seed", "0"]
     given = given_on_command_line(argv)
     assert given == {"lr": 0.5, "widths": [8, 8, 8], "device": "cuda", "seed": 0}
-    with pytest.raises(ValueError, match=r"--lr 0.5 \(the run has 0.01\); --widths \[8, 8, 8\] \(the run has \[16, 32, 64\]\)"):
+    changed = r"--lr 0.5 \(the run has 0.01\); --widths \[8, 8, 8\] \(the run has \[16, 32, 64\]\)"
+    with pytest.raises(ValueError, match=changed):
         trainer.resumed_config(saved, given, cfg, tmp_path / "resume.pt")
     # the same values, and a new device: taken, the device from the command line
     resumed = trainer.resumed_config(saved, {"lr": saved["lr"], "device": "cuda", "seed": 0}, cfg, tmp_path)
@@ -173,7 +213,8 @@ def test_training_benchmark_compares_recipes_in_one_run(tmp_path, mnist_dir):
     rows = json.loads(out.read_text())
     assert [r["recipe"] for r in rows] == ["reference", "fast"]
     for r in rows:
-        assert r["time_to_threshold"] is not None and r["time_to_threshold"] <= r["train_seconds"] + 0.01  # both rounded
+        # both rounded
+        assert r["time_to_threshold"] is not None and r["time_to_threshold"] <= r["train_seconds"] + 0.01
         assert 0 <= r["other_load"] <= 1
 
 
@@ -182,6 +223,7 @@ def test_photo_crops_teach_what_the_training_split_lacks(tmp_path, write_dataset
     # the two photo-crops files. Telling them apart on the test split
     # proves the crops of both reach the batches with their labels.
     import numpy as np
+
     from train.idx import load_split
 
     data = write_dataset(tmp_path / "data", n_train=1000)
@@ -209,6 +251,7 @@ def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path, write_
     # unsure of their kind (left halves of digits, here), which the same run
     # without them is fairly sure of.
     import numpy as np
+
     from train.idx import load_split
 
     data = write_dataset(tmp_path / "data", n_train=1000)

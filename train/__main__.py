@@ -8,8 +8,8 @@ import sys
 from . import distributed
 from .checkpoint import CheckpointError
 from .config import DEFAULT_RECIPE, RECIPES, TrainConfig
-from .idx import DATASETS, DataError
 from .files import sigterm_as_interrupt
+from .idx import DATASETS, DataError
 from .models import ARCHS
 from .reader import train_reader
 from .trainer import Interrupted, train
@@ -59,12 +59,14 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--data-dir", help="directory with the four IDX files (default: $EDGE_DIGITS_DATA, then ./data/MNIST/raw)")
+    p.add_argument("--data-dir",
+                   help="directory with the four IDX files (default: $EDGE_DIGITS_DATA, then ./data/MNIST/raw)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download with torchvision when the files are absent")
     p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
     p.add_argument("--train-subset", type=int, default=0, help="train on the first N images only (0 = all)")
-    p.add_argument("--eval-interval", type=int, help="iterations between validation runs (default: the recipe's, else 100)")
+    p.add_argument("--eval-interval", type=int,
+                   help="iterations between validation runs (default: the recipe's, else 100)")
     p.add_argument("--patience", type=int, default=0,
                    help="stop after this many evaluations without validation improvement (0 = off)")
     p.add_argument("--log-test", action="store_true",
@@ -140,7 +142,8 @@ def main(argv=None) -> int:
     print(f"  test accuracy            {100 * summary['test_accuracy']:.2f}%")
     if "clean_5_digit_row_accuracy" in summary:
         print(f"  clean 5-digit test rows  {100 * summary['clean_5_digit_row_accuracy']:.2f}%")
-    print(f"  wrote best.pt, metrics.json, curves.png{'' if cfg.arch == 'reader' else ', confusion.png'} to {args.out_dir}")
+    confusion = "" if cfg.arch == "reader" else ", confusion.png"
+    print(f"  wrote best.pt, metrics.json, curves.png{confusion} to {args.out_dir}")
     return 0
 
 

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from .idx import DATASETS, DataError, load_split
 
+
 @dataclass
 class Splits:
     train_x: torch.Tensor  # uint8 [N, 28, 28]
@@ -25,7 +26,7 @@ class Splits:
     test_y: torch.Tensor
     classes: list[str]
 
-    def to(self, device: torch.device) -> "Splits":
+    def to(self, device: torch.device) -> Splits:
         moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
         return Splits(**moved, classes=self.classes)
 

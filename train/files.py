@@ -6,9 +6,9 @@ import os
 import shutil
 import signal
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 
 @contextmanager

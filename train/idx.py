@@ -63,7 +63,8 @@ def resolve_data_dir(flag: str | os.PathLike | None = None, dataset: str = "mnis
     path = Path(chosen) if chosen else default_data_dir(dataset)
     if has_files(path):
         return path
-    where = "from --data-dir" if flag else f"from ${DATA_ENV}" if chosen else f"neither --data-dir nor ${DATA_ENV} is set"
+    where = ("from --data-dir" if flag else f"from ${DATA_ENV}" if chosen
+             else f"neither --data-dir nor ${DATA_ENV} is set")
     if not download:
         raise DataError(f"{path}: no {dataset} IDX files here ({where}); pass --data-dir or set {DATA_ENV} "
                         "to the directory of the four IDX files")

@@ -80,7 +80,8 @@ def digit_alpha(rng: np.random.Generator, digit: np.ndarray, height: int, pen: d
         d = d * (scale / up)
         alpha = np.clip(pen["width"] * height / 2 - d + 0.5, 0, 1)
     else:
-        big = cv2.resize(np.pad(crop, 1), (width + 2 * round(scale), height + 2 * round(scale)), interpolation=cv2.INTER_CUBIC)
+        big = cv2.resize(np.pad(crop, 1), (width + 2 * round(scale), height + 2 * round(scale)),
+                         interpolation=cv2.INTER_CUBIC)
         soft = max(0.05, min(0.3, 1.5 / scale))
         alpha = np.clip((big - 0.45) / soft + 0.5, 0, 1)
         if pen["mode"] == "marker":
@@ -366,7 +367,7 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
     meta["pen"] = pen["mode"]
     meta["gaps"] = [round(g, 3) for g in gaps]
     meta["digit_boxes"] = digit_boxes(rotate(owner, angle, cv2.INTER_NEAREST)[window], meta["box"], len(parts))
-    return Sample(img, "".join(str(int(l)) for l in labels), "number", meta)
+    return Sample(img, "".join(str(int(d)) for d in labels), "number", meta)
 
 
 def digit_boxes(owner: np.ndarray, box: list[int], count: int) -> list[list[int]]:
@@ -378,7 +379,8 @@ def digit_boxes(owner: np.ndarray, box: list[int], count: int) -> list[list[int]
     boxes = []
     for i in range(1, count + 1):
         ys, xs = np.nonzero(placed == i)
-        boxes.append([int(x0 + xs.min()), int(y0 + ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        boxes.append([int(x0 + xs.min()), int(y0 + ys.min()),
+                      int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
                      if xs.size else [])
     return boxes
 
