@@ -4,7 +4,7 @@
                                    [--checkpoint best.pt] [--json-out results.json]
 
 1. Builds a seeded set of synthetic photos from MNIST *test* digits
-   (benchmarks/synth_photos.py) and writes them as real encoded files
+   (train/synth_photos.py) and writes them as real encoded files
    (mostly JPEG, some PNG incl. 16-bit and RGBA, WebP, BMP, TIFF) so that
    decoding is part of what is measured.
 2. Runs the runtime's full path on them (read file, preprocess, one batched

@@ -6,7 +6,7 @@ every latency it measures):
 
 1. throughput and latency: 1, 4 and 16 concurrent clients, each on its own
    keep-alive connection, posting 640x480 JPEG photos (synthetic camera-like
-   photos of MNIST *test* digits, benchmarks/synth_photos.py) for a fixed
+   photos of MNIST *test* digits, train/synth_photos.py) for a fixed
    time; every answer is checked against the runtime's own reading of the
    same bytes;
 2. memory: the server's resident memory sampled over N requests;

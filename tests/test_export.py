@@ -244,12 +244,14 @@ def test_to_onnx_unknown_architecture(models, tmp_path, capsys, data_args):
 
 def test_to_onnx_needs_real_data(models, tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("EDGE_DIGITS_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)  # no ./data/MNIST/raw here
     out = tmp_path / "m.onnx"
-    assert_refused(to_onnx.main([str(models.checkpoint), "-o", str(out)]), capsys, "no data directory")
+    assert_refused(to_onnx.main([str(models.checkpoint), "-o", str(out)]), capsys,
+                   "data/MNIST/raw: no mnist IDX files here (neither --data-dir nor $EDGE_DIGITS_DATA is set)")
     empty = tmp_path / "empty"
     empty.mkdir()
     assert_refused(to_onnx.main([str(models.checkpoint), "-o", str(out), "--data-dir", str(empty)]), capsys,
-                   empty / "t10k-images-idx3-ubyte")
+                   f"{empty}: no mnist IDX files here (from --data-dir)")
     assert_nothing_written(tmp_path, out)
 
 

@@ -1,4 +1,4 @@
-"""export/parity.py, and the shipped INT8 model still scoring what its model card says."""
+"""export/verify.py (parity), and the shipped INT8 model still scoring what its model card says."""
 from __future__ import annotations
 
 import re

@@ -40,15 +40,16 @@ def default_data_dir(dataset: str = "mnist") -> Path:
     return Path("data") / DATASETS[dataset][0] / "raw"
 
 
-def has_files(data_dir: str | os.PathLike) -> bool:
-    """Whether all four IDX files (plain or .gz) are in ``data_dir``."""
-    try:
-        for stems in SPLITS.values():
-            for stem in stems:
+def missing_files(data_dir: str | os.PathLike) -> list[str]:
+    """Which of the four IDX files (plain or .gz) ``data_dir`` lacks."""
+    missing = []
+    for stems in SPLITS.values():
+        for stem in stems:
+            try:
                 find_file(data_dir, stem)
-        return True
-    except DataError:
-        return False
+            except DataError:
+                missing.append(stem)
+    return missing
 
 
 def resolve_data_dir(flag: str | os.PathLike | None = None, dataset: str = "mnist", download: bool = False) -> Path:
@@ -61,12 +62,14 @@ def resolve_data_dir(flag: str | os.PathLike | None = None, dataset: str = "mnis
     """
     chosen = flag or os.environ.get(DATA_ENV)
     path = Path(chosen) if chosen else default_data_dir(dataset)
-    if has_files(path):
+    missing = missing_files(path)
+    if not missing:
         return path
     where = ("from --data-dir" if flag else f"from ${DATA_ENV}" if chosen
              else f"neither --data-dir nor ${DATA_ENV} is set")
     if not download:
-        raise DataError(f"{path}: no {dataset} IDX files here ({where}); pass --data-dir or set {DATA_ENV} "
+        what = f"no {dataset} IDX files here" if len(missing) == 4 else f"lacks {', '.join(missing)}[.gz]"
+        raise DataError(f"{path}: {what} ({where}); pass --data-dir or set {DATA_ENV} "
                         "to the directory of the four IDX files")
     return _download(path, dataset)
 
