@@ -5,7 +5,6 @@ never hangs the suite."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.serve_load import free_port
 from train import checkpoint, distributed
 from train.models import build_model
 
@@ -23,12 +23,6 @@ REPO = Path(__file__).resolve().parents[1]
 # Seconds for one launch: a bound on a hang only; a healthy one takes 10-20 s (280 s seen on a starved machine).
 TIMEOUT = 600
 SMALL = ["--no-download", "--val-size", "100", "--eval-interval", "5"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env(**extra) -> dict:
