@@ -303,7 +303,7 @@ def test_quantize_needs_training_images(models, mnist_dir, tmp_path, capsys):
         shutil.copy(f, only_test / f.name)
     out = tmp_path / "q.onnx"
     code = quantize.main([str(models.fp32), "-o", str(out), "--data-dir", str(only_test)])
-    assert_refused(code, capsys, only_test / "train-images-idx3-ubyte")
+    assert_refused(code, capsys, f"{only_test}: lacks train-images-idx3-ubyte, train-labels-idx1-ubyte")
     assert_nothing_written(tmp_path, out)
 
 
