@@ -119,10 +119,8 @@ def main(argv=None) -> int:
         if cfg.arch == "reader" and world.distributed:
             raise ValueError("the row reader trains on one process (no torchrun, no --nproc)")
         with sigterm_as_interrupt():  # while writing results too: no temporary file left behind
-            if cfg.arch == "reader":
-                summary = train_reader(cfg, resume=args.resume)
-            else:
-                summary = train(cfg, resume=args.resume, given=given_on_command_line(argv))
+            trainer = train_reader if cfg.arch == "reader" else train
+            summary = trainer(cfg, resume=args.resume, given=given_on_command_line(argv))
     except Interrupted as e:
         if world.main:
             print(f"interrupted: {e}", file=sys.stderr)

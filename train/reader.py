@@ -26,7 +26,7 @@ from .idx import resolve_data_dir
 from .files import atomic_output, clean_stale_temps
 from .models import RowReader, build_model, count_parameters
 from .rows import ROW_HEIGHT, RowBatch, RowMaker
-from .trainer import OUTPUTS, Interrupted, autocast, make_optimizer, pick_device, stop_requests
+from .trainer import OUTPUTS, Interrupted, autocast, make_optimizer, pick_device, resumed_config, stop_requests
 
 DIGITS_PER_ROW = 4.6  # mean of train.rows.DIGIT_COUNTS: an "epoch" shows each training digit about once
 EVAL_ROWS = 2000
@@ -134,7 +134,7 @@ def join(a: RowBatch, b: RowBatch) -> RowBatch:
                     torch.cat([a.targets, b.targets]), torch.cat([a.lengths, b.lengths]))
 
 
-def train_reader(cfg: TrainConfig, resume: bool = False) -> dict:
+def train_reader(cfg: TrainConfig, resume: bool = False, given: dict | None = None) -> dict:
     out = Path(cfg.out_dir)
     clean_stale_temps(out, OUTPUTS)  # of a run killed while writing
     resume_path = out / "resume.pt"
@@ -142,7 +142,7 @@ def train_reader(cfg: TrainConfig, resume: bool = False) -> dict:
     if saved is not None:
         if not all(k in saved for k in ("config", "model", "optimizer", "scheduler", "generator", "state")):
             raise checkpoint.CheckpointError(f"{resume_path}: not a row reader's resume state")
-        cfg = TrainConfig(**saved["config"])
+        cfg = resumed_config(saved["config"], given or {}, cfg, resume_path)  # changed settings are refused
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     splits = load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download), cfg.dataset, cfg.val_size,
