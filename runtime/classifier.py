@@ -138,7 +138,8 @@ class DigitClassifier:
         """Each image's digit (``number``: its rows of digits), one session call per batch; the one
         classify loop, shared by the command line and the benchmarks. An image that cannot be used
         (unreadable, no ink, no number, below ``min_confidence``, a non-finite output) gets its
-        error, naming its path; the others still get their answers."""
+        error, naming its path (an unexpected exception, a bug, is kept as raised); the others still
+        get their answers."""
         images = list(images)
         outcomes = [Outcome(str(im) if isinstance(im, (str, os.PathLike)) else None) for im in images]
         prepared = []  # (outcome, crop or rows)
@@ -149,10 +150,8 @@ class DigitClassifier:
                                  else preprocess_digit(pixels, self.info.input_size)))
             except RuntimeInputError as e:
                 outcome.error = _named(e, outcome.source)
-            except MemoryError:
-                outcome.error = RuntimeInputError(_name(outcome.source, "image too large for the memory available"))
-            except Exception as e:  # noqa: BLE001  a bug must not stop the other inputs, nor print a traceback
-                outcome.error = RuntimeInputError(_name(outcome.source, f"internal error ({type(e).__name__}: {e})"))
+            except Exception as e:  # MemoryError, or a bug: it must not stop the other inputs; kept as it is,
+                outcome.error = e   # so that a caller can tell it from a bad input (classify_one raises it)
         if number:
             results = self._read_rows_each(prepared)
         else:

@@ -198,8 +198,12 @@ def classify_batch(clf, items: list[Item], number: bool, out: Output) -> bool:
     item), printed in input order. True if any item failed."""
     usable = [item for item in items if item.error is None]
     for item, outcome in zip(usable, clf.classify([item.path for item in usable], number)):
-        if outcome.error is not None:
+        if isinstance(outcome.error, (RuntimeInputError, ModelError)):
             item.error = _with_path(item.path, outcome.error)
+        elif isinstance(outcome.error, MemoryError):
+            item.error = f"{item.path}: image too large for the memory available"
+        elif outcome.error is not None:  # a bug: one line for its input, no traceback, the others go on
+            item.error = f"{item.path}: internal error ({type(outcome.error).__name__}: {outcome.error})"
         item.result = outcome.result
     for item in items:
         if item.error is not None:

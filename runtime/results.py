@@ -55,7 +55,7 @@ class Outcome:
 
     source: str | None                                 # the path; None for an image given as an array
     result: Prediction | NumberReading | None = None
-    error: Exception | None = None                     # RuntimeInputError (NoDigitFound among them) or ModelError
+    error: Exception | None = None  # RuntimeInputError (NoDigitFound among them), ModelError, or a bug as raised
 
     @property
     def ok(self) -> bool:
