@@ -201,3 +201,25 @@ def test_webcam_bad_sources_are_one_line_errors(tmp_path, mnist_test, model_args
     display = run_cli("webcam", "--source", str(video), *model_args)
     if display.returncode != 0:  # headless OpenCV: a clear pointer to --no-display
         assert "--no-display" in display.stderr and "Traceback" not in display.stderr
+
+
+def test_the_api_gives_every_image_its_answer_or_its_error(tmp_path, digits, paper_photo, encode, model_path):
+    """DigitClassifier.classify, the loop the CLI and the benchmarks share, does not stop at a bad image."""
+    from runtime import DigitClassifier, NoDigitFound, RuntimeInputError
+
+    images, labels = digits
+    good = [tmp_path / f"{k}.jpg" for k in range(2)]
+    for k, path in enumerate(good):
+        path.write_bytes(encode(paper_photo(images[k]), ".jpg"))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    blank = np.full((120, 160, 3), 225, np.uint8)
+    clf = DigitClassifier(model_path, threads=1)
+    outcomes = clf.classify([good[0], broken, blank, good[1]])
+    assert [o.ok for o in outcomes] == [True, False, False, True]
+    assert [outcomes[0].result.label, outcomes[3].result.label] == [str(labels[0]), str(labels[1])]
+    assert isinstance(outcomes[1].error, RuntimeInputError) and str(outcomes[1].error).startswith(str(broken))
+    assert isinstance(outcomes[2].error, NoDigitFound) and outcomes[2].source is None
+    assert clf.classify_one(good[0]).label == str(labels[0])
+    with pytest.raises(NoDigitFound):
+        clf.classify_one(blank)
