@@ -83,7 +83,7 @@ class Component:
     def y1(self) -> int:
         return self.y + self.h
 
-    def merged(self, other: "Component") -> "Component":
+    def merged(self, other: Component) -> Component:
         x, y = min(self.x, other.x), min(self.y, other.y)
         x1, y1 = max(self.x1, other.x1), max(self.y1, other.y1)
         return Component(self.labels + other.labels, x, y, x1 - x, y1 - y, self.area + other.area,
@@ -123,7 +123,7 @@ class DigitCrop:
     # The same image read with the other ink polarity, when it was unclear
     # which is right (e.g. a bold digit filling the frame); the classifier
     # keeps whichever reading it is surer of.
-    alternatives: tuple["DigitCrop", ...] = ()
+    alternatives: tuple[DigitCrop, ...] = ()
 
 
 # ---------------------------------------------------------------- pipeline

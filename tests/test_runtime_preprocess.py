@@ -226,7 +226,8 @@ def test_exif_orientation_is_applied(mnist, paper_photo, encode):
     photo = paper_photo(mnist[0][0], size=(120, 160))
     jpeg = encode(photo, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
     # APP1 Exif segment, little-endian TIFF, one IFD entry: Orientation (0x0112) = 6 (rotate 90 CW)
-    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHII", 0x0112, 3, 1, 6) + b"\x00" * 4
+    tiff = (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHII", 0x0112, 3, 1, 6)
+            + b"\x00" * 4)
     app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\x00\x00" + tiff
     rotated = decode_image(jpeg[:2] + app1 + jpeg[2:])
     assert rotated.shape[:2] == (160, 120)
@@ -236,7 +237,8 @@ def test_exif_orientation_is_applied(mnist, paper_photo, encode):
     (b"", "empty"),
     (b"this is not an image at all", "not a readable image"),
     (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + struct.pack(">II", 0, 10) + b"\x08\x02\x00\x00\x00", "zero size"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + struct.pack(">II", 60000, 60000) + b"\x08\x02\x00\x00\x00", "too large"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + struct.pack(">II", 60000, 60000) + b"\x08\x02\x00\x00\x00",
+     "too large"),
 ], ids=["empty", "text", "zero-size", "bomb"])
 def test_bad_bytes_are_typed_errors(data, message):
     with pytest.raises(RuntimeInputError, match=message):

@@ -22,8 +22,8 @@ from tqdm import tqdm
 from . import checkpoint, plots
 from .config import TrainConfig
 from .data import DataError, load_splits
-from .idx import resolve_data_dir
 from .files import atomic_output, clean_stale_temps
+from .idx import resolve_data_dir
 from .models import RowReader, build_model, count_parameters
 from .rows import ROW_HEIGHT, RowBatch, RowMaker
 from .trainer import OUTPUTS, Interrupted, autocast, make_optimizer, pick_device, resumed_config, stop_requests
@@ -100,7 +100,8 @@ class PhotoRows:
     def __init__(self, paths: list[str], device):
         parts = [load_photo_rows(p) for p in paths]
         width = max(p[0].shape[2] for p in parts)
-        self.images = torch.cat([F.pad(torch.from_numpy(im), (0, width - im.shape[2])) for im, _, _ in parts]).to(device)
+        padded = [F.pad(torch.from_numpy(im), (0, width - im.shape[2])) for im, _, _ in parts]
+        self.images = torch.cat(padded).to(device)
         self.widths = torch.from_numpy(np.concatenate([w for _, w, _ in parts])).long().to(device)
         self.texts = [t for _, _, texts in parts for t in texts]
 
