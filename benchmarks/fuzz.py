@@ -16,7 +16,7 @@ hangs, inputs without exactly one JSON line, and the peak RSS of each run
 (a run's peak bounds that of each input in it; runs over the floor are
 re-run one input at a time to name the input).
 
-Floors (issue 14): 0 hangs, 0 crashes, exactly one JSON line per input, peak
+Floors: 0 hangs, 0 crashes, exactly one JSON line per input, peak
 RSS <= 512 MB for any single input at default settings.
 """
 from __future__ import annotations
@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -88,7 +87,8 @@ def seeds(rng: np.random.Generator) -> list[tuple[str, bytes]]:
         (".jpg", cv2.imencode(".jpg", row)[1]),
         (".tif", cv2.imencode(".tif", img)[1]), (".tif", cv2.imencode(".tif", grey.astype(np.float32) / 255)[1]),
         (".bmp", cv2.imencode(".bmp", img)[1]), (".bmp", cv2.imencode(".bmp", grey)[1]),
-        (".webp", cv2.imencode(".webp", img)[1]), (".webp", cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])[1]),
+        (".webp", cv2.imencode(".webp", img)[1]),
+        (".webp", cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])[1]),
         (".pgm", cv2.imencode(".pgm", grey)[1]), (".ppm", cv2.imencode(".ppm", img)[1]),
         (".pbm", cv2.imencode(".pbm", (grey > 128).astype(np.uint8) * 255)[1]),
     ]
@@ -141,8 +141,9 @@ def bombs() -> list[tuple[str, bytes]]:
         ("bomb-jpeg-20000x7000-header.jpg", bytes(jpeg)),
     ]
     try:
-        from PIL import Image
         import io
+
+        from PIL import Image
 
         for side in (12000, 30000):
             buf = io.BytesIO()
@@ -510,7 +511,8 @@ def floors_met(report: dict) -> bool:
 
 
 def machine_line() -> dict:
-    from benchmarks.machine import cpu_info, load_average, usable_cores
+    from benchmarks.machine import cpu_info, load_average
+    from runtime.model import usable_cores
 
     model, flags = cpu_info()
     return {"cpu": model, "cpu_flags": flags, "cores": usable_cores(), "load_average_1_5_15min": load_average()}

@@ -35,6 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from train.idx import DataError, resolve_data_dir
+
 from .machine import describe
 
 THRESHOLD = 0.99
@@ -110,7 +112,8 @@ def export_models(checkpoint: Path, out: Path, data_dir: str) -> dict:
     fp32 = export_checkpoint(checkpoint, out / "digits-fp32.onnx", data_dir)
     fp16_path = out / "digits-fp16.onnx"
     onnx.save(convert_fp16(onnx.load(fp32.path)), fp16_path)
-    return {"fp32": str(fp32.path), "fp16": str(fp16_path), "fp32_size": fp32.size, "fp16_size": fp16_path.stat().st_size,
+    return {"fp32": str(fp32.path), "fp16": str(fp16_path), "fp32_size": fp32.size,
+            "fp16_size": fp16_path.stat().st_size,
             "fp32_cpu_parity": fp32.parity.as_dict(), "export_seconds": round(fp32.seconds, 2)}
 
 
@@ -120,7 +123,7 @@ def export_models(checkpoint: Path, out: Path, data_dir: str) -> dict:
 def ort_engine(path: str, provider: str):
     import onnxruntime as ort
 
-    from export.onnx_model import INPUT_NAME, OUTPUT_NAME
+    from export.verify import INPUT_NAME, OUTPUT_NAME
 
     if provider not in ort.get_available_providers():
         raise RuntimeError(f"this onnxruntime ({ort.__version__}) has no {provider} "
@@ -155,7 +158,7 @@ def engines(files: dict, module, device: str, provider: str) -> dict:
 
 def parity_and_speed(name: str, make, reference: np.ndarray, pixels: np.ndarray, labels: np.ndarray,
                      smoke: bool) -> dict:
-    from export.parity import compare
+    from export.verify import compare
 
     predict = make()
     logits = np.concatenate([predict(pixels[i:i + 1000]) for i in range(0, len(pixels), 1000)])
@@ -180,9 +183,8 @@ def timings(predict, x: np.ndarray, calls: int, warmup: int) -> dict:
 
 
 def inference(files: dict, checkpoint: str, data_dir: str, device: str, provider: str, smoke: bool) -> dict:
-    from export.data import load_pixels
-    from export.onnx_model import wrap
-    from export.parity import torch_logits
+    from export.to_onnx import torch_logits, wrap
+    from export.verify import load_pixels
     from train.checkpoint import load, load_model
 
     ckpt = load(checkpoint)
@@ -210,7 +212,8 @@ def table(results: dict) -> str:
         p, lat = r["parity"], r["latency_ms"]
         lines.append(f"| {name} | {100 * p['accuracy']:.2f}% | {100 * p['agreement']:.2f}% | {p['max_abs_diff']:.2g} "
                      f"| {lat['median']:.3f} / {lat['p99']:.3f} | {r['throughput_images_per_second']:,} |")
-    train_lines = ["| training | processes | time to 99.0% | train s | images/s | test acc. |", "|---|---:|---:|---:|---:|---:|"]
+    train_lines = ["| training | processes | time to 99.0% | train s | images/s | test acc. |",
+                   "|---|---:|---:|---:|---:|---:|"]
     for key in ("train", "train_2proc_nccl", "train_2proc_nccl_syncbn"):
         r = results.get(key)
         if not r:
@@ -219,8 +222,9 @@ def table(results: dict) -> str:
             train_lines.append(f"| {key} | failed: {r['error'][:120]} | | | | |")
             continue
         t = r["time_to_99_seconds"]
-        train_lines.append(f"| {key} ({r['autocast']}) | {r['processes']} | {f'{t:.1f} s' if t is not None else 'not reached'} "
-                           f"| {r['train_seconds']:.1f} | {r['images_per_second']:,} | {100 * r['test_accuracy']:.2f}% |")
+        reached = f"{t:.1f} s" if t is not None else "not reached"
+        train_lines.append(f"| {key} ({r['autocast']}) | {r['processes']} | {reached} | {r['train_seconds']:.1f} "
+                           f"| {r['images_per_second']:,} | {100 * r['test_accuracy']:.2f}% |")
     return "\n".join(train_lines + [""] + lines)
 
 
@@ -232,8 +236,7 @@ def failures(results: dict) -> list[str]:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data-dir", default=os.environ.get("EDGE_DIGITS_DATA"),
-                   help="the four MNIST IDX files (default: $EDGE_DIGITS_DATA)")
+    p.add_argument("--data-dir", help="the four MNIST IDX files (default: $EDGE_DIGITS_DATA, then ./data/MNIST/raw)")
     p.add_argument("--out", type=Path, help="keep checkpoints and ONNX files here (default: a temporary directory)")
     p.add_argument("--json-out", type=Path, help=f"results file (default on a GPU: {DEFAULT_JSON})")
     p.add_argument("--budget", type=float, default=480, help="seconds the whole check may take")
@@ -245,8 +248,10 @@ def main(argv=None) -> int:
         if args.json_out:
             args.json_out.write_text(json.dumps({"skipped": "no CUDA device", "machine": describe()}, indent=1))
         return 0
-    if not args.data_dir:
-        print("error: no MNIST directory: pass --data-dir or set EDGE_DIGITS_DATA", file=sys.stderr)
+    try:
+        args.data_dir = str(resolve_data_dir(args.data_dir))
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 1
     device, provider = ("cpu", "CPUExecutionProvider") if args.smoke else ("cuda", "CUDAExecutionProvider")
     budget = Budget(args.budget)

@@ -29,10 +29,11 @@ import tempfile
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import onnx
@@ -40,14 +41,14 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from runtime.model import CLASSIFIER_FILES, MODELS_DIR
 from train.checkpoint import CheckpointError, load, load_model, sha256
-from train.idx import DATA_ENV, DataError, data_dir_from, load_split
+from train.idx import DATA_ENV, DataError, load_split, resolve_data_dir
 
-from . import SHARED_DATA_DIR, machine
+from . import machine
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED_DIR = REPO / "runtime" / "models"
-SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx", "fp16": "digits-fp16.onnx"}
+SHIPPED_DIR, SHIPPED = MODELS_DIR, CLASSIFIER_FILES  # one table, runtime's (export.pipeline ships by it)
 DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
 STARTED = time.perf_counter()
 
@@ -321,7 +322,8 @@ def quick_score(module: Callable, x1: torch.Tensor, x256: torch.Tensor, threads:
     return {"batch1_p50_us": lat / 1e3, "batch256_ms": big / 1e6}
 
 
-def choose_compiled(module: nn.Module, pixels: np.ndarray, settings: Settings, threads: int) -> tuple[str, Callable, dict]:
+def choose_compiled(module: nn.Module, pixels: np.ndarray, settings: Settings,
+                    threads: int) -> tuple[str, Callable, dict]:
     """Build every compiled path that works, time each briefly, keep the faster. Returns (label, module, report)."""
     x1, x256 = torch.from_numpy(pixels[:1]), torch.from_numpy(pixels[:FLOOR_BATCH])
     builders = {"TorchScript trace+freeze+optimize_for_inference": lambda: torchscript(module, x1)}
@@ -556,7 +558,8 @@ def speed_table(results: dict) -> str:
             lo, hi = lat["p50_per_round_min_max"]
             shares = [thr[str(b)]["peak_share"] for b in (1, FLOOR_BATCH)]
             peak_text = " / ".join(f"{100 * x:.1f}%" if x is not None else "n/a" for x in shares)
-            lines.append(f"| {f['name']} | {t} | {fmt_us(lat['p50'])} ({fmt_us(lo)}–{fmt_us(hi)}) | {fmt_us(lat['p90'])} "
+            lines.append(f"| {f['name']} | {t} | {fmt_us(lat['p50'])} ({fmt_us(lo)}–{fmt_us(hi)}) "
+                         f"| {fmt_us(lat['p90'])} "
                          f"| {fmt_us(lat['p99'])} | " + " | ".join(fmt_rate(thr[str(b)]) for b in BATCH_SIZES)
                          + f" | {thr[str(FLOOR_BATCH)]['mac_per_s'] / 1e9:.1f} | {peak_text} |")
     return "\n".join(lines)
@@ -622,7 +625,8 @@ def profile_table(results: dict) -> str:
         i = int(g.split()[1]) - 1 if g.startswith("conv") else None
         label = f"{g}: {convs[i]['layer']}" if i is not None and i < len(convs) else g
         mac_share = f"{convs[i]['macs'] / total:.1%}" if i is not None and i < len(convs) else ""
-        lines.append(f"| {label} | {mac_share} | " + " | ".join(f"{prof[b][p].get(g, 0):,.0f}" for b, p in columns) + " |")
+        cells = " | ".join(f"{prof[b][p].get(g, 0):,.0f}" for b, p in columns)
+        lines.append(f"| {label} | {mac_share} | {cells} |")
     lines.append("| sum | | " + " | ".join(f"{sum(prof[b][p].values()):,.0f}" for b, p in columns) + " |")
     return "\n".join(lines)
 
@@ -730,11 +734,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.latency", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", help="take DIR/best.pt, DIR/*fp32*.onnx, DIR/*int8*.onnx (and *fp16*)")
-    p.add_argument("--checkpoint", help="best.pt (default: the runs/*/best.pt the ONNX files came from, else the newest)")
+    p.add_argument("--checkpoint",
+                   help="best.pt (default: the runs/*/best.pt the ONNX files came from, else the newest)")
     p.add_argument("--fp32", help=f"FP32 ONNX model (default: runtime/models/{SHIPPED['fp32']})")
     p.add_argument("--int8", help=f"INT8 ONNX model (default: runtime/models/{SHIPPED['int8']})")
     p.add_argument("--fp16", help=f"FP16 ONNX model, timed on CUDA only (default: runtime/models/{SHIPPED['fp16']})")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--threads", type=int, nargs="+", help="thread counts to time (default: 1 and all usable cores)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_const", const="quick", dest="mode", help="under a minute: fewer calls")
@@ -755,7 +760,7 @@ def settings_for(args: argparse.Namespace) -> Settings:
 
 
 def load_test_set(data_dir: str | None, limit: int) -> tuple[np.ndarray, np.ndarray, bool]:
-    images, labels = load_split(data_dir_from(data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(data_dir), "test")
     subset = 0 < limit < len(images)
     if subset:
         images, labels = images[:limit], labels[:limit]
@@ -829,7 +834,8 @@ def run(args: argparse.Namespace) -> dict:
                  for p, path in files.onnx.items()},
         "accuracy_images": len(labels), "accuracy_subset": subset,
         "peak": {str(t): {"gflops": peaks[t] / 1e9, "gmac_per_s": peaks[t] / 2e9} for t in thread_counts},
-        "compiled": {"chosen": next(f.detail for f in formats if f.key == "torch_compiled"), "candidates": compile_report},
+        "compiled": {"chosen": next(f.detail for f in formats if f.key == "torch_compiled"),
+                     "candidates": compile_report},
         "formats": [format_entry(f, samples, peaks, macs, params, acc[f.key]) for f in formats],
         "layers": layers,
         "ort_ops_after_optimisation": {p: ort_op_counts(blob) for p, blob in files.blobs.items() if p != "fp16"},

@@ -8,6 +8,8 @@ import time
 
 import torch
 
+from runtime.model import usable_cores
+
 # CPU features that decide which kernels run: FMA/AVX2 for float, VNNI/AMX for int8 dot products.
 FLAGS_OF_INTEREST = ("fma", "avx2", "f16c", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8")
 LIBRARIES = ("numpy", "torch", "onnxruntime", "onnx")
@@ -15,14 +17,6 @@ LIBRARIES = ("numpy", "torch", "onnxruntime", "onnx")
 # better over several threads; the best of both is taken.
 PEAK_SIZES = (512, 1024)
 PEAK_SECONDS = 0.3
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (respects taskset/cgroups affinity, unlike os.cpu_count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def cpu_info() -> tuple[str, list[str]]:

@@ -4,7 +4,7 @@
 
 A photo whose best class has probability under the threshold is answered
 "no digit found" instead of a guess. The threshold is calibrated on the
-single-digit photos of ``benchmarks.synth_photos.generate_set`` seeds 1-4
+single-digit photos of ``train.synth_photos.generate_set`` seeds 1-4
 (the tuning seeds; seed 0 is the benchmark's and is never used to choose
 anything) as the highest value rejecting at most ``--target`` of their real
 digits, written to files and read back as ``classify`` does. It prints the
@@ -23,16 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.realworld import write_files
+from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, preprocess_digit, read_image
+from runtime.classifier import DEFAULT_MIN_CONFIDENCE
+from train.idx import DATA_ENV, load_split, resolve_data_dir
+from train.synth_photos import _low_freq, background, camera, generate_set, lighting
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
-from benchmarks.realworld import write_files  # noqa: E402
-from benchmarks.synth_photos import _low_freq, background, camera, generate_set, lighting  # noqa: E402
-from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, preprocess_digit, read_image  # noqa: E402
-from runtime.classifier import DEFAULT_MIN_CONFIDENCE  # noqa: E402
-from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def digit_confidences(clf: DigitClassifier, images, labels, n: int, seed: int) -> np.ndarray:
@@ -94,13 +91,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="false-reject rate aimed at on the calibration seeds (default 0.25%%: half the 0.5%% floor)")
     p.add_argument("--noise", type=int, default=100, help="no-digit inputs of each kind (default 100)")
     p.add_argument("--model", default=None)
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--json-out")
     args = p.parse_args(argv)
     if args.test in args.calibrate:
         p.error("the test seed must not be a calibration seed")
     clf = DigitClassifier(args.model, threads=1)
-    images, labels = load_split(data_dir_from(args.data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(args.data_dir), "test")
     per_seed = {}
     for s in args.calibrate:  # each seed's figures are written as soon as they exist: runs are long
         per_seed[s] = digit_confidences(clf, images, labels, args.n, s)

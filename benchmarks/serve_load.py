@@ -6,7 +6,7 @@ every latency it measures):
 
 1. throughput and latency: 1, 4 and 16 concurrent clients, each on its own
    keep-alive connection, posting 640x480 JPEG photos (synthetic camera-like
-   photos of MNIST *test* digits, benchmarks/synth_photos.py) for a fixed
+   photos of MNIST *test* digits, train/synth_photos.py) for a fixed
    time; every answer is checked against the runtime's own reading of the
    same bytes;
 2. memory: the server's resident memory sampled over N requests;
@@ -37,12 +37,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from benchmarks.machine import busy_cpu_seconds, cpu_info, load_average
+from runtime.model import usable_cores
+from train.synth_photos import generate_set
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
-from benchmarks.machine import busy_cpu_seconds, cpu_info, load_average, usable_cores  # noqa: E402
-from benchmarks.synth_photos import generate_set  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 SIZE = (640, 480)
 MAX_PIXELS = 20_000_000  # the server's pixel limit here: the 36 MP PNG bomb must be refused
@@ -60,7 +59,8 @@ def free_port() -> int:
 
 def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
     port = free_port()
-    cmd = [sys.executable, "-m", "runtime", "serve", "--port", str(port), "--read-timeout", str(args.read_timeout), "--max-body", str(args.max_body),
+    cmd = [sys.executable, "-m", "runtime", "serve", "--port", str(port), "--read-timeout", str(args.read_timeout),
+           "--max-body", str(args.max_body),
            "--max-pixels", str(MAX_PIXELS)]
     if args.model:
         cmd += ["--model", args.model]
@@ -127,9 +127,9 @@ class Load:
 def photos(n_digits: int, n_numbers: int, seed: int, data_dir: str | None) -> list[dict]:
     """640x480 JPEGs of synthetic photos, with the runtime's own reading of the same bytes."""
     from runtime import DigitClassifier, NoDigitFound, decode_image
-    from train.idx import data_dir_from, load_split
+    from train.idx import load_split, resolve_data_dir
 
-    images, labels = load_split(data_dir_from(data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(data_dir), "test")
     clf = DigitClassifier(threads=1)
     out = []
     for s in generate_set(images, labels, n_digits, n_numbers, seed=seed, max_side=1600):
@@ -232,7 +232,7 @@ def raw(port: int, head: bytes, body: bytes = b"", then_close: bool = False, pau
         try:
             while b"\r\n" not in data and (chunk := s.recv(4096)):
                 data += chunk
-        except (ConnectionResetError, socket.timeout) as e:
+        except (TimeoutError, ConnectionResetError) as e:
             return f"no answer ({type(e).__name__})"
     line = data.split(b"\r\n", 1)[0].split()
     return int(line[1]) if len(line) > 1 and line[1].isdigit() else f"no answer ({data[:40]!r})"
@@ -243,19 +243,29 @@ def head_for(path: str, length: int, ctype: str = "image/jpeg", extra: str = "")
             f"Content-Length: {length}\r\nConnection: close\r\n{extra}\r\n").encode()
 
 
-def chunked_upload(port: int, total: int) -> int | str:
-    """A body of unknown length (chunked) that grows past the limit."""
+def chunked_upload(port: int, total: int, path: str = "/v1/digit", timeout: float = 30.0) -> bytes:
+    """A body of unknown length (chunked) that grows past ``total`` bytes; all the server answered
+    before closing (b"" if nothing). Also used by tests/test_serve.py."""
     chunk = b"\xff\xd8\xff" + bytes(65533)
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(b"POST /v1/digit HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(f"POST {path} HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
         try:
             for _ in range(total // len(chunk) + 1):
                 s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
         except (BrokenPipeError, ConnectionResetError):
+            pass  # answered and closed before we were done sending: what a limit should do
+        answer = b""
+        try:
+            while part := s.recv(65536):
+                answer += part
+        except (TimeoutError, ConnectionResetError):
             pass
-        data = s.recv(4096)
-    line = data.split(b"\r\n", 1)[0].split()
-    return int(line[1]) if len(line) > 1 else "no answer"
+    return answer
+
+
+def status_of(answer: bytes) -> int | str:
+    line = answer.split(b"\r\n", 1)[0].split()
+    return int(line[1]) if len(line) > 1 and line[1].isdigit() else "no answer"
 
 
 def png_bomb() -> bytes:
@@ -276,7 +286,7 @@ def abuse_cases(port: int, good_jpeg: bytes, max_body: int, read_timeout: float,
         cases.append((name, expected, fn()))
 
     case("declared body over the limit", 413, lambda: raw(port, head_for("/v1/digit", max_body + 1)))
-    case("chunked body growing over the limit", 413, lambda: chunked_upload(port, max_body + 200_000))
+    case("chunked body growing over the limit", 413, lambda: status_of(chunked_upload(port, max_body + 200_000)))
     case("decompression bomb (PNG header 60000x60000)", 413,
          lambda: raw(port, head_for("/v1/digit", len(bomb_png), "image/png"), bomb_png))
     case(f"decompression bomb (valid PNG 6000x6000, {len(real_bomb) // 1024} KiB; limit 20 MP)", 413,
@@ -344,7 +354,8 @@ def main(argv=None) -> int:
     result["workers"] = json.loads(c.getresponse().read())["limits"]["workers"]
     if args.nice_client:
         os.nice(19)  # the client side only: the server keeps normal priority
-    print(f"server pid {proc.pid} on port {port}, {result['workers']} workers; CPU {model} ({', '.join(flags)}), {usable_cores()} cores, "
+    print(f"server pid {proc.pid} on port {port}, {result['workers']} workers; CPU {model} ({', '.join(flags)}), "
+          f"{usable_cores()} cores, "
           f"load {load_average()}", flush=True)
     try:
         drive(port, digits, 2, 2.0, 200)  # warm-up
@@ -357,14 +368,16 @@ def main(argv=None) -> int:
                 cpu_ms = load.server_cores * r["seconds"] / max(r["requests"], 1) * 1000
                 # On a shared machine the server gets what the others leave: its CPU time per request
                 # (and so the rate per core it was given) is the figure that carries to a quiet machine.
-                r.update(endpoint=endpoint, server_cores=round(load.server_cores, 2), server_cpu_ms_per_request=round(cpu_ms, 1),
+                r.update(endpoint=endpoint, server_cores=round(load.server_cores, 2),
+                         server_cpu_ms_per_request=round(cpu_ms, 1),
                          rps_per_server_core=round(r["rps"] / load.server_cores, 1) if load.server_cores > 0 else None,
                          client_cores=round(load.client_cores, 2),
                          other_cores=round(load.other_cores, 2) if load.other_cores is not None else None)
                 result["levels"].append(r)
                 print(f"/v1/{endpoint:6} {c:>2} clients: {r['rps']:7.1f} req/s  p50 {r['p50_ms']:6.1f} ms  "
                       f"p99 {r['p99_ms']:6.1f} ms  statuses {r['statuses']}  wrong {r['wrong_answers']}  "
-                      f"(server CPU {r['server_cpu_ms_per_request']} ms/request, {r['rps_per_server_core']} req/s per core it got; cores used: server {r['server_cores']}, client {r['client_cores']}, "
+                      f"(server CPU {r['server_cpu_ms_per_request']} ms/request, {r['rps_per_server_core']} req/s "
+                      f"per core it got; cores used: server {r['server_cores']}, client {r['client_cores']}, "
                       f"other processes {r['other_cores']})", flush=True)
 
         # memory over many requests
@@ -420,7 +433,8 @@ def main(argv=None) -> int:
 
     four = next(r for r in result["levels"] if r["endpoint"] == "digit" and r["clients"] == 4)
     result["floors"] = {
-        "rps_4_clients": {"value": four["rps"], "floor": FLOORS["rps_4_clients"], "met": four["rps"] >= FLOORS["rps_4_clients"]},
+        "rps_4_clients": {"value": four["rps"], "floor": FLOORS["rps_4_clients"],
+                          "met": four["rps"] >= FLOORS["rps_4_clients"]},
         "p99_ms_4_clients": {"value": four["p99_ms"], "floor": FLOORS["p99_ms_4_clients"],
                              "met": four["p99_ms"] <= FLOORS["p99_ms_4_clients"]},
     }

@@ -29,7 +29,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from .machine import OtherLoad, cpu_info, usable_cores
+from runtime.model import usable_cores
+
+from .machine import OtherLoad, cpu_info
 
 
 def run_recipe(recipe: str, out: Path, eval_interval: int, extra: list[str], nproc: int = 1,
@@ -73,7 +75,8 @@ def label(r: dict) -> str:
 
 def table(rows: list[dict], threshold: float) -> str:
     base = rows[0]["time_to_threshold"]
-    lines = [f"| recipe | arch | params | epochs | s/epoch | images/s | time to {100 * threshold:.1f}% test | speed-up vs {label(rows[0])} "
+    lines = [f"| recipe | arch | params | epochs | s/epoch | images/s | time to {100 * threshold:.1f}% test "
+             f"| speed-up vs {label(rows[0])} "
              "| final test acc. (best val. weights) | train s | process wall s | CPU used by other processes |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -81,7 +84,8 @@ def table(rows: list[dict], threshold: float) -> str:
         reached = f"{t:.1f} s (epoch {r['epochs_to_threshold']:.2f})" if t is not None else "not reached"
         ratio = f"{base / t:.1f}x" if t and base else "-"
         others = "-" if r["other_load"] is None else f"{100 * r['other_load']:.0f}%"
-        lines.append(f"| {label(r)} | {r['arch']} | {r['parameters']:,} | {r['epochs']:.2f} | {r['seconds_per_epoch']:.1f} "
+        lines.append(f"| {label(r)} | {r['arch']} | {r['parameters']:,} | {r['epochs']:.2f} "
+                     f"| {r['seconds_per_epoch']:.1f} "
                      f"| {r['images_per_second']:,.0f} | {reached} | {ratio} | {100 * r['final_test_accuracy']:.2f}% "
                      f"| {r['train_seconds']:.1f} | {r['wall_seconds']:.1f} | {others} |")
     return "\n".join(lines)

@@ -24,28 +24,25 @@ import onnx
 import onnxruntime
 import torch
 
+from runtime.model import CLASSIFIER_FILES, MODELS_DIR
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.config import DEFAULT_RECIPE, RECIPES
-from train.files import clean_stale_temps, sigterm_as_interrupt
-from train.idx import DATA_ENV, DataError, data_dir_from
+from train.files import clean_stale_temps, copy_file, sigterm_as_interrupt, write_text
+from train.idx import DATA_ENV, DataError, resolve_data_dir
 
-from .data import load_pixels
-from .errors import ExportError
-from .files import copy_file, write_text
-from .onnx_model import wrap
-from .parity import Parity, parity_table
-from .reader import reader_pipeline
 from .quantize import DEFAULT_CALIBRATION_SIZE, DEFAULT_METHOD, VariantResult, make_variants
-from .to_onnx import FP32_TOLERANCE, ExportResult, export_checkpoint
+from .reader import reader_pipeline
+from .to_onnx import FP32_TOLERANCE, ExportResult, export_checkpoint, torch_logits, wrap
+from .verify import ExportError, Parity, load_pixels, parity_table
 
 REPO = Path(__file__).resolve().parents[1]
 # What the pipeline writes into its output directory (each through atomic_output).
-PUBLISHED = ("digits-fp32.onnx", "digits-int8.onnx", "digits-fp16.onnx", "parity.json", "parity.md")
-SHIP_DIR = REPO / "runtime" / "models"
-SHIPPED = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx"}
+PUBLISHED = (*CLASSIFIER_FILES.values(), "parity.json", "parity.md")
+SHIP_DIR = MODELS_DIR
+SHIPPED = {p: CLASSIFIER_FILES[p] for p in ("fp32", "int8")}
 READER_CHECKPOINT = REPO / "checkpoints" / "reader.pt"  # kept beside the product for benchmarks and parity tests
 
-# What a model must reach to be shipped: the same figures tests/test_export.py asserts.
+# What a model must reach to be shipped; tests/test_export.py and tests/test_parity.py assert these same figures.
 SHIP_GATES = {
     "fp32_max_abs_diff": FP32_TOLERANCE,  # FP32 ONNX vs PyTorch logits
     "int8_min_agreement": 0.998,          # INT8 vs PyTorch argmax
@@ -212,7 +209,8 @@ some digit. Test accuracy is not accuracy on real photos.
 def training_settings(cfg: dict) -> str:
     # Recipes change over time; the checkpoint records what this run actually used.
     keys = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment", "label_smoothing",
-            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "init", "train_subset", "val_size")
+            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "init", "train_subset",
+            "val_size")
     return ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) is not None)
 
 
@@ -229,7 +227,7 @@ def ship(report: dict) -> list[Path]:
 def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     out_dir = Path(args.out or f"runs/{args.recipe}")
     clean_stale_temps(out_dir, PUBLISHED)  # of a run killed while writing
-    run = Run(out_dir, args.recipe, args.seed, data_dir_from(args.data_dir, Path("data") / "MNIST" / "raw"), command)
+    run = Run(out_dir, args.recipe, args.seed, resolve_data_dir(args.data_dir, download=args.download), command)
     checkpoint = Path(args.checkpoint) if args.checkpoint else train_stage(run, args.epochs)
     if load(checkpoint)["arch"] == "reader":
         print(f"== row reader: export, quantize, parity on test rows -> {out_dir}", flush=True)
@@ -238,17 +236,19 @@ def run_pipeline(args: argparse.Namespace, command: str) -> dict:
         print("\n" + text)
         return {"reader": True}
 
-    print(f"== export: {checkpoint} -> {out_dir / 'digits-fp32.onnx'}", flush=True)
-    exported = export_checkpoint(checkpoint, out_dir / "digits-fp32.onnx", run.data_dir)
-    print(f"== quantize: {exported.path} -> {out_dir / 'digits-int8.onnx'}", flush=True)
-    variants = make_variants(exported.path, out_dir / "digits-int8.onnx", run.data_dir, args.calibration_size,
-                             args.method, out_dir / "digits-fp16.onnx" if args.fp16 else None)
+    fp32, int8, fp16 = (out_dir / CLASSIFIER_FILES[p] for p in ("fp32", "int8", "fp16"))
+    print(f"== export: {checkpoint} -> {fp32}", flush=True)
+    exported = export_checkpoint(checkpoint, fp32, run.data_dir)
+    print(f"== quantize: {exported.path} -> {int8}", flush=True)
+    variants = make_variants(exported.path, int8, run.data_dir, args.calibration_size,
+                             args.method, fp16 if args.fp16 else None)
 
     print("== parity: all test images, every file against PyTorch", flush=True)
     ckpt = load(checkpoint)
     pixels, labels = load_pixels(run.data_dir, "test")
     files = {"fp32": exported.path, **{v.precision: v.path for v in variants}}
-    parity = parity_table(wrap(ckpt, load_model(ckpt, checkpoint), checkpoint), files, pixels, labels)
+    reference = torch_logits(wrap(ckpt, load_model(ckpt, checkpoint), checkpoint), pixels)
+    parity = parity_table(reference, files, pixels, labels)
     report = build_report(run, checkpoint, exported, variants, parity)
     write_text(out_dir / "parity.json", json.dumps(report, indent=2) + "\n")
     text = markdown_report(report)
@@ -266,7 +266,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
                    help=f"training recipe (default {DEFAULT_RECIPE}; ship with photo)")
     p.add_argument("--out", help="run directory (default runs/RECIPE)")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default ${DATA_ENV}, then data/MNIST/raw)")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default ${DATA_ENV}, then ./data/MNIST/raw)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
+                   help="download MNIST with torchvision when the files are absent")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--epochs", type=int, help="override the recipe's epochs")
     p.add_argument("--checkpoint",

@@ -16,10 +16,10 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import onnx
@@ -27,16 +27,28 @@ from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, Q
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from train.files import atomic_output, clean_stale_temps, sigterm_as_interrupt
-from train.idx import DATA_ENV, DataError, data_dir_from, load_split
+from train.idx import DATA_ENV, DataError, load_split, resolve_data_dir
 
 from .compact import compact
-from .data import load_pixels, to_pixels
-from .errors import ExportError
-from .onnx_model import (INPUT_NAME, check_file, first_line, format_accuracy, load_onnx, open_session, read_metadata,
-                         run_session, set_metadata)
-from .parity import Parity, compare
 from .rewrite import keep_narrow_convs_float
-from .verify import check_agreement, check_interface, check_metadata, session_metadata
+from .verify import (
+    INPUT_NAME,
+    ExportError,
+    Parity,
+    check_interface,
+    check_metadata,
+    compare,
+    first_line,
+    format_accuracy,
+    load_onnx,
+    load_pixels,
+    open_session,
+    read_metadata,
+    run_session,
+    set_metadata,
+    to_pixels,
+    verify,
+)
 
 METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
            "percentile": CalibrationMethod.Percentile}
@@ -49,8 +61,7 @@ CALIBRATION_BATCH = 100
 # without failing on an unlucky small model.
 MIN_AGREEMENT = 0.995
 
-# Chosen by measurement on the target CPU (AMD EPYC, AVX2, no AVX-512/VNNI); figures in the
-# report of issue 3. Activations uint8 with weights int8 is the pair onnxruntime's x86 kernels
+# Chosen by measurement (docs/EXPERIMENTS.md). Activations uint8 with weights int8 is the pair onnxruntime's x86 kernels
 # (MLAS U8S8) are built for; int8 activations run the same kernels after a shift, u8 weights
 # a slower U8U8 path (0.6x). Without VNNI, U8S8 multiplies pairs into int16 with saturation
 # (vpmaddubsw): full 8-bit weights cost 0.4 points of accuracy on a wide model, 7-bit weights
@@ -161,23 +172,12 @@ def write_variant(model: onnx.ModelProto, props: dict[str, str], precision: str,
     set_metadata(model, {**props, "precision": precision, "test_accuracy": format_accuracy(measured.accuracy)})
     with atomic_output(out) as tmp:
         onnx.save(model, tmp)
-        parity = verify_variant(tmp, out, precision, reference, pixels, labels, min_agreement)
+        parity = verify(tmp, out, precision, reference, pixels, labels, min_agreement=min_agreement)
         if format_accuracy(parity.accuracy) != format_accuracy(measured.accuracy):
             raise ExportError(f"{out}: test accuracy changed between two runs "
                               f"({measured.accuracy} then {parity.accuracy}); not written")
         size = tmp.stat().st_size
     return size, parity
-
-
-def verify_variant(path: Path, name: Path, precision: str, reference: np.ndarray, pixels: np.ndarray,
-                   labels: np.ndarray, min_agreement: float) -> Parity:
-    check_file(path, name)
-    session = open_session(path)
-    check_interface(session, name)
-    check_metadata(session_metadata(session), name, precision)
-    parity = compare(reference, run_session(session, pixels), labels)
-    check_agreement(parity, name, min_agreement, "the FP32 model")
-    return parity
 
 
 def make_variants(fp32_path: str | os.PathLike, out: str | os.PathLike, data_dir: str | os.PathLike | None = None,
@@ -187,7 +187,7 @@ def make_variants(fp32_path: str | os.PathLike, out: str | os.PathLike, data_dir
     """INT8 at `out`, and FP16 at `fp16_out` when given. Inputs are all checked before any work."""
     fp32_path, out = Path(fp32_path), Path(out)
     fp32, props = load_fp32(fp32_path)
-    data_dir = data_dir_from(data_dir)
+    data_dir = resolve_data_dir(data_dir)
     calibration = calibration_pixels(data_dir, calibration_size)
     pixels, labels = load_pixels(data_dir, "test")
     reference = run_session(open_session(fp32_path), pixels)

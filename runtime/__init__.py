@@ -22,7 +22,8 @@ def read_number(image, classifier: "DigitClassifier | None" = None) -> NumberRea
 
 
 __all__ = [
-    "DEFAULT_MODEL", "DEFAULT_READER", "DigitClassifier", "DigitCrop", "ModelError", "ModelInfo", "NoDigitFound", "NumberReader", "NumberReading",
+    "DEFAULT_MODEL", "DEFAULT_READER", "DigitClassifier", "DigitCrop", "ModelError", "ModelInfo", "NoDigitFound",
+    "NumberReader", "NumberReading",
     "Prediction", "RuntimeInputError", "decode_image", "load_session", "preprocess_digit", "read_image",
     "read_number", "to_uint8",
 ]

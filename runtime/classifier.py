@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence, Union
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -10,7 +10,7 @@ from .errors import ModelError, NoDigitFound, RuntimeInputError
 from .imageio import read_image
 from .model import load_session, softmax
 from .preprocess import DigitCrop, preprocess_digit, viewed
-from .results import NumberReading, Prediction
+from .results import NumberReading, Outcome, Prediction
 
 DEFAULT_BATCH = 64
 # Below this best-class probability a single digit is answered "no digit
@@ -22,14 +22,14 @@ DEFAULT_BATCH = 64
 DEFAULT_MIN_CONFIDENCE = 0.169
 
 
-ImageLike = Union[np.ndarray, str, os.PathLike]  # an image array or a file path
+ImageLike = np.ndarray | str | os.PathLike  # an image array or a file path
 
 
 class DigitClassifier:
     """Loads a model once and classifies images with it.
 
     >>> clf = DigitClassifier()                 # the shipped INT8 model, CPU/CUDA picked for you
-    >>> clf.classify(["a.jpg", frame])          # one session call per batch
+    >>> clf.classify(["a.jpg", frame])          # one session call per batch; an Outcome per image
     >>> clf.read_number("house_number.jpg").number
     """
 
@@ -107,7 +107,7 @@ class DigitClassifier:
                 best[i] = pred
         return [best[i] for i in range(len(crops))]
 
-    def checked(self, result: "Prediction | NumberReading") -> "Prediction | NumberReading":
+    def checked(self, result: Prediction | NumberReading) -> Prediction | NumberReading:
         """The result if it can be given: ModelError when the model's output
         is not finite (a broken model; NaN is not an answer, nor valid JSON),
         NoDigitFound when a single digit is below ``min_confidence``."""
@@ -134,22 +134,61 @@ class DigitClassifier:
                 raise NoDigitFound(f"{image}: {e}") from None
         return preprocess_digit(_load(image), self.info.input_size)
 
-    def classify(self, images: Iterable[ImageLike]) -> list[Prediction]:
-        """One digit per image. Raises RuntimeInputError (naming the path)
-        for the first image that cannot be used or is below ``min_confidence``
-        (ModelError for a non-finite output); see the CLI for per-image
-        error handling."""
+    def classify(self, images: Iterable[ImageLike], number: bool = False) -> list[Outcome]:
+        """Each image's digit (``number``: its rows of digits), one session call per batch; the one
+        classify loop, shared by the command line and the benchmarks. An image that cannot be used
+        (unreadable, no ink, no number, below ``min_confidence``, a non-finite output) gets its
+        error, naming its path (an unexpected exception, a bug, is kept as raised); the others still
+        get their answers."""
         images = list(images)
-        predictions = self.predictions([self.preprocess(im) for im in images])
-        for image, p in zip(images, predictions):
+        outcomes = [Outcome(str(im) if isinstance(im, (str, os.PathLike)) else None) for im in images]
+        prepared = []  # (outcome, crop or rows)
+        for outcome, image in zip(outcomes, images):
             try:
-                self.checked(p)
-            except NoDigitFound as e:
-                raise NoDigitFound(f"{image}: {e}" if isinstance(image, (str, os.PathLike)) else str(e)) from None
-        return predictions
+                pixels = _load(image)
+                prepared.append((outcome, self.reader.rows(pixels) if number
+                                 else preprocess_digit(pixels, self.info.input_size)))
+            except RuntimeInputError as e:
+                outcome.error = _named(e, outcome.source)
+            except Exception as e:  # MemoryError, or a bug: it must not stop the other inputs; kept as it is,
+                outcome.error = e   # so that a caller can tell it from a bad input (classify_one raises it)
+        if number:
+            results = self._read_rows_each(prepared)
+        else:
+            results = self.predictions([crop for _, crop in prepared])
+        for (outcome, _), result in zip(prepared, results):
+            if outcome.error is not None:
+                continue
+            if number and not result.rows:
+                outcome.error = NoDigitFound(_name(outcome.source, "no number found"))
+                continue
+            try:  # a non-finite output, or a digit below min_confidence, is an error for its input
+                outcome.result = self.checked(result)
+            except (RuntimeInputError, ModelError) as e:
+                outcome.error = _named(e, outcome.source)
+        return outcomes
+
+    def _read_rows_each(self, prepared: list) -> list[NumberReading]:
+        """All images' rows in as few session calls as possible; if the model's output is not finite
+        (a broken model), each image again on its own, so the error is told per input."""
+        try:
+            return self.reader.read_rows([rows for _, rows in prepared])
+        except ModelError:
+            results = []
+            for outcome, rows in prepared:
+                try:
+                    results.append(self.reader.read_rows([rows])[0])
+                except ModelError as e:
+                    outcome.error = _named(e, outcome.source)
+                    results.append(NumberReading())
+            return results
 
     def classify_one(self, image: ImageLike) -> Prediction:
-        return self.classify([image])[0]
+        """One image's digit; raises its error (RuntimeInputError, NoDigitFound, ModelError)."""
+        outcome, = self.classify([image])
+        if outcome.error is not None:
+            raise outcome.error
+        return outcome.result
 
     def read_number(self, image: ImageLike) -> NumberReading:
         """Read a row of digits left to right."""
@@ -158,6 +197,16 @@ class DigitClassifier:
     def read_numbers(self, images: Iterable[ImageLike]) -> list[NumberReading]:
         """Each image's rows of digits, read by the row reader."""
         return self.reader.read([_load(im) for im in images])
+
+
+def _name(source: str | None, message: str) -> str:
+    return message if source is None or message.startswith(source) else f"{source}: {message}"
+
+
+def _named(error: Exception, source: str | None) -> Exception:
+    """The same error, its message starting with the input's path (read errors name it already)."""
+    message = _name(source, str(error))
+    return error if message == str(error) else type(error)(message)
 
 
 def _load(image: ImageLike) -> np.ndarray:

@@ -12,9 +12,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from .errors import ModelError, RuntimeInputError
 from .results import digit_json, number_json
@@ -24,7 +24,8 @@ EXIT_OK, EXIT_INPUT, EXIT_FATAL = 0, 1, 2
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m runtime",
-                                description="Classify handwritten digits and numbers in photos (ONNX Runtime, no torch).")
+                                description="Classify handwritten digits and numbers in photos "
+                                            "(ONNX Runtime, no torch).")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
@@ -61,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="threads that decode and classify at once (default: twice the cores available, at most 8)")
     s.add_argument("--threads", type=_positive, default=1, help="inference threads per request (default 1)")
     s.add_argument("--max-queue", type=int, default=32, help="requests waiting for a worker before 503 (default 32)")
-    s.add_argument("--max-body", type=_positive, default=20 * 2**20, help="largest request body in bytes (default 20 MiB)")
+    s.add_argument("--max-body", type=_positive, default=20 * 2**20,
+                   help="largest request body in bytes (default 20 MiB)")
     s.add_argument("--max-pixels", type=_positive, default=50_000_000, help="largest image in pixels (default 50 MP)")
     s.add_argument("--read-timeout", type=float, default=30.0, help="seconds to receive a body (default 30)")
     s.add_argument("--tls-cert", help="certificate file: serve HTTPS (phone browsers allow the camera only over HTTPS)")
@@ -146,6 +148,7 @@ def _quiet_opencv() -> None:
 class Item:
     path: str
     error: str | None = None
+    result: object = None  # Prediction or NumberReading
 
 
 def iter_inputs(paths: list[str]) -> Iterator[Item]:
@@ -190,65 +193,24 @@ def run_classify(args: argparse.Namespace) -> int:
     return EXIT_INPUT if failed else EXIT_OK
 
 
-def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
-    """Preprocess each item (errors stay with their item), then one
-    inference call for the whole batch. True if any item failed."""
-    from .imageio import read_image
-    from .preprocess import preprocess_digit
-
-    prepared = []  # (item, crop or rows)
-    for item in items:
-        if item.error is not None:
-            continue
-        try:
-            image = read_image(item.path)
-            if number:
-                prepared.append((item, clf.reader.rows(image)))
-            else:
-                prepared.append((item, preprocess_digit(image, clf.input_size)))
-        except RuntimeInputError as e:
-            item.error = _with_path(item.path, e)
-        except MemoryError:
+def classify_batch(clf, items: list[Item], number: bool, out: Output) -> bool:
+    """Every readable item through DigitClassifier.classify (one batch; errors stay with their
+    item), printed in input order. True if any item failed."""
+    usable = [item for item in items if item.error is None]
+    for item, outcome in zip(usable, clf.classify([item.path for item in usable], number)):
+        if isinstance(outcome.error, (RuntimeInputError, ModelError)):
+            item.error = _with_path(item.path, outcome.error)
+        elif isinstance(outcome.error, MemoryError):
             item.error = f"{item.path}: image too large for the memory available"
-        except Exception as e:  # a bug must not stop the other inputs, nor print a traceback
-            item.error = f"{item.path}: internal error ({type(e).__name__}: {e})"
-    if number:
-        results = read_rows_per_item(clf.reader, prepared)
-        for (item, _), reading in zip(prepared, results):
-            if item.error is None and not reading.rows:
-                item.error = f"{item.path}: no number found"
-    else:
-        results = clf.predictions([p for _, p in prepared])
-    by_item = {id(item): r for (item, _), r in zip(prepared, results)}
+        elif outcome.error is not None:  # a bug: one line for its input, no traceback, the others go on
+            item.error = f"{item.path}: internal error ({type(outcome.error).__name__}: {outcome.error})"
+        item.result = outcome.result
     for item in items:
-        if item.error is None:
-            try:  # a non-finite output, or a digit below --min-confidence, is an error for its input
-                clf.checked(by_item[id(item)])
-            except (RuntimeInputError, ModelError) as e:
-                item.error = _with_path(item.path, e)
         if item.error is not None:
             out.error(item.path, item.error)
         else:
-            out.result(item.path, by_item[id(item)])
+            out.result(item.path, item.result)
     return any(item.error is not None for item in items)
-
-
-def read_rows_per_item(reader, prepared: list) -> list:
-    """All items' rows in as few session calls as possible; if the model's output is not finite (a broken
-    model), each item again on its own, so the error is told per input like any other."""
-    from .results import NumberReading
-
-    try:
-        return reader.read_rows([rows for _, rows in prepared])
-    except ModelError:
-        results = []
-        for item, rows in prepared:
-            try:
-                results.append(reader.read_rows([rows])[0])
-            except ModelError as e:
-                item.error = _with_path(item.path, e)
-                results.append(NumberReading())
-        return results
 
 
 def _with_path(path: str, e: Exception) -> str:

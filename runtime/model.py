@@ -17,7 +17,10 @@ import onnxruntime as ort
 from .errors import ModelError
 
 MODELS_DIR = Path(__file__).resolve().parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "digits-int8.onnx"
+# The classifier's file per precision: what export.pipeline writes (fp32 and int8 are shipped here), and what
+# the benchmarks look for.
+CLASSIFIER_FILES = {"fp32": "digits-fp32.onnx", "int8": "digits-int8.onnx", "fp16": "digits-fp16.onnx"}
+DEFAULT_MODEL = MODELS_DIR / CLASSIFIER_FILES["int8"]
 # FP32: the INT8 reader did not pass its parity gate (runtime/models/READER_CARD.md).
 DEFAULT_READER = MODELS_DIR / "reader-fp32.onnx"
 TASKS = {"classifier", "row-reader"}
@@ -46,17 +49,21 @@ class ModelInfo:
         return self.metadata.get("precision", "unknown")
 
 
+def usable_cores() -> int:
+    """Cores this process may run on (respects taskset/cgroups affinity, unlike os.cpu_count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def default_threads() -> int:
     """Intra-op threads: the cores this process may use, at most 4.
 
     A 28x28 CNN gains little past 4 threads, and an edge device usually
     runs the camera loop and other work beside us.
     """
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count() or 1
-    return max(1, min(4, cores))
+    return max(1, min(4, usable_cores()))
 
 
 def pick_providers(device: str = "auto") -> list[str]:
@@ -108,7 +115,8 @@ def read_model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
 
     version = need("edge_digits.format_version")
     if version not in SUPPORTED_FORMAT_VERSIONS:
-        raise ModelError(f"{path}: model format version {version} not supported (this runtime reads {sorted(SUPPORTED_FORMAT_VERSIONS)})")
+        raise ModelError(f"{path}: model format version {version} not supported "
+                         f"(this runtime reads {sorted(SUPPORTED_FORMAT_VERSIONS)})")
     try:
         classes = json.loads(need("classes"))
         lo, hi = (float(v) for v in json.loads(meta.get("input_range", "[0.0, 1.0]")))
@@ -120,7 +128,8 @@ def read_model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
     if meta.get("input_layout", "NCHW") != "NCHW":
         raise ModelError(f"{path}: input layout {meta['input_layout']!r} not supported (NCHW only)")
     if meta.get("normalization", "folded") != "folded":
-        raise ModelError(f"{path}: normalization {meta['normalization']!r} not supported (must be folded into the graph)")
+        raise ModelError(f"{path}: normalization {meta['normalization']!r} not supported "
+                         "(must be folded into the graph)")
     polarity = meta.get("input_polarity", "light-on-dark")
     if polarity not in POLARITIES:
         raise ModelError(f"{path}: unknown input polarity {polarity!r}")
@@ -136,7 +145,8 @@ def read_model_info(session: ort.InferenceSession, path: Path) -> ModelInfo:
         except ValueError as e:
             raise ModelError(f"{path}: malformed metadata ({e})") from None
         if stride < 1 or blank != len(classes):
-            raise ModelError(f"{path}: reader stride {stride} and blank index {blank} do not fit {len(classes)} classes")
+            raise ModelError(f"{path}: reader stride {stride} and blank index {blank} do not fit "
+                             f"{len(classes)} classes")
 
     inputs, outputs = session.get_inputs(), session.get_outputs()
     input_name = meta.get("input_name", "pixels")

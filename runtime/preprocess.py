@@ -55,7 +55,7 @@ MIN_CONTRAST = 0.06  # ink must differ from the background by at least this frac
 # (peak contrast / strongest peak) ** CONTRAST_POWER. Mass alone lets a
 # large faint mark (a shadow's edge, a paper strip) beat a smaller but
 # fully inked digit; one pen gives every stroke the same contrast.
-# (seeds 1-4 of benchmarks/synth_photos.py: 60 -> 52 wrong of 2,400.)
+# (seeds 1-4 of train/synth_photos.py: 60 -> 52 wrong of 2,400.)
 CONTRAST_POWER = 2.0
 CANONICAL_SIDE = 80  # digit long side when its stroke width is measured and adjusted
 MNIST_STROKE = (1.6, 3.6, 2.3)  # stroke width range in a 20 px box (5th..95th pct of MNIST) and target
@@ -83,7 +83,7 @@ class Component:
     def y1(self) -> int:
         return self.y + self.h
 
-    def merged(self, other: "Component") -> "Component":
+    def merged(self, other: Component) -> Component:
         x, y = min(self.x, other.x), min(self.y, other.y)
         x1, y1 = max(self.x1, other.x1), max(self.y1, other.y1)
         return Component(self.labels + other.labels, x, y, x1 - x, y1 - y, self.area + other.area,
@@ -123,7 +123,7 @@ class DigitCrop:
     # The same image read with the other ink polarity, when it was unclear
     # which is right (e.g. a bold digit filling the frame); the classifier
     # keeps whichever reading it is surer of.
-    alternatives: tuple["DigitCrop", ...] = ()
+    alternatives: tuple[DigitCrop, ...] = ()
 
 
 # ---------------------------------------------------------------- pipeline
@@ -312,14 +312,10 @@ def ink_map(work: np.ndarray, bg: np.ndarray, polarity: str) -> tuple[np.ndarray
 
     (pixel - background) / background, signed so ink is positive:
     dividing cancels the illumination (ink and paper are lit alike), so a
-    shadowed stroke scores like a lit one. Accepts grey or colour (the
-    strongest channel wins).
+    shadowed stroke scores like a lit one. ``work`` is grey (luminance).
     """
     rel = np.subtract(bg, work) if polarity == "dark-ink" else np.subtract(work, bg)
     rel /= np.maximum(bg, np.float32(RELATIVE_FLOOR))
-    if rel.ndim == 3:
-        b, g, r = cv2.split(rel)
-        rel = np.maximum(np.maximum(b, g, out=b), r, out=b)
     # Noise from the fine-scale residual: a morphological background sits on
     # the noise peaks, so the map's own spread would overstate it.
     sigma = _robust_sigma(rel - cv2.GaussianBlur(rel, (0, 0), 2)) * 1.2

@@ -92,7 +92,8 @@ class NumberReader:
             feed = 1.0 - feed
         logits = self._run(lo + feed * (hi - lo))
         if not np.isfinite(logits).all():
-            raise ModelError(f"{self.info.path}: the reader's output is not finite (NaN or inf): the model file is broken")
+            raise ModelError(f"{self.info.path}: the reader's output is not finite (NaN or inf): "
+                             "the model file is broken")
         probs = softmax(logits.astype(np.float32), axis=2)
         return [p[:-(-r.shape[1] // stride)] for p, r in zip(probs, rows)]
 

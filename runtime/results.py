@@ -48,6 +48,20 @@ class NumberReading:
         return float(np.prod([d.confidence for d in self.digits])) if self.digits else 0.0
 
 
+@dataclass
+class Outcome:
+    """One input of a batch: its answer, or the error (naming the input) that kept it from having one.
+    A bad input never stops the others (DigitClassifier.classify)."""
+
+    source: str | None                                 # the path; None for an image given as an array
+    result: Prediction | NumberReading | None = None
+    error: Exception | None = None  # RuntimeInputError (NoDigitFound among them), ModelError, or a bug as raised
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
 def digit_json(p: Prediction, box: bool = False) -> dict:
     """The JSON object of one digit (``classify --json``, the HTTP API)."""
     obj = {"digit": p.label, "confidence": round(p.confidence, 4)}

@@ -26,8 +26,16 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import ProcessCollector, disable_created_metrics
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    disable_created_metrics,
+    generate_latest,
+)
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -36,7 +44,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import DigitClassifier, ModelError, NoDigitFound, RuntimeInputError, decode_image
+from . import DigitClassifier, NoDigitFound, RuntimeInputError, decode_image
 from .results import digit_json, number_json
 
 log = logging.getLogger("runtime.serve")
@@ -127,7 +135,8 @@ class Reader:
         return {
             "digit": {"path": str(info.path), "precision": info.precision, "classes": list(info.classes),
                       "input_size": info.input_size},
-            "number_reader": {"path": str(reader.path), "precision": reader.precision, "input_height": reader.input_size},
+            "number_reader": {"path": str(reader.path), "precision": reader.precision,
+                              "input_height": reader.input_size},
         }
 
     def check(self, data: bytes, limits: Limits) -> None:
@@ -225,7 +234,8 @@ class Service:
         try:
             data = await asyncio.wait_for(_read_limited(request, limit), self.limits.read_timeout_s)
         except asyncio.TimeoutError:
-            raise Problem(408, "timeout", f"request body not received within {self.limits.read_timeout_s:g} s") from None
+            raise Problem(408, "timeout",
+                          f"request body not received within {self.limits.read_timeout_s:g} s") from None
         if request.headers.get("content-type", "").startswith("multipart/form-data"):
             return await _multipart_file(request, data, limit)
         return data, None
@@ -377,9 +387,8 @@ def create_app(reader: Reader, limits: Limits = Limits()) -> Starlette:
 
 def run(args) -> None:
     """Load the models, then serve until interrupted (called by runtime.cli)."""
-    import uvicorn
-
     import cv2
+    import uvicorn
 
     # Requests run side by side on the workers; OpenCV splitting each call
     # over the cores as well only adds hand-offs (about 8% more CPU per request).

@@ -73,7 +73,8 @@ def annotate(frame: np.ndarray, clf, number: bool) -> np.ndarray:
             reading = clf.read_numbers([frame])[0]
             for d in reading.digits:
                 _box(out, d.box, f"{d.label} {d.confidence:.2f}", _colour(d.confidence), scale, thick)
-            _label(out, f"number: {reading.number} ({reading.confidence:.2f})", (10, out.shape[0] - 12), YELLOW, scale, thick)
+            _label(out, f"number: {reading.number} ({reading.confidence:.2f})", (10, out.shape[0] - 12), YELLOW,
+                   scale, thick)
         else:
             p = clf.checked(clf.predictions([clf.preprocess(frame)])[0])
             _box(out, p.box, f"{p.label} {p.confidence:.2f}", _colour(p.confidence), scale * 1.3, thick)
@@ -102,7 +103,8 @@ def run(clf, source: int | str = 0, number: bool = False, display: bool = True,
     try:
         ok, frame = cap.read()
         if not ok or frame is None:
-            raise RuntimeInputError(f"cannot read frames from {'camera ' + str(source) if isinstance(source, int) else source}")
+            name = f"camera {source}" if isinstance(source, int) else source
+            raise RuntimeInputError(f"cannot read frames from {name}")
         if output is not None:
             writer, tmp = _open_writer(Path(output), frame, cap)
         if display:

@@ -1,4 +1,7 @@
-"""Shared fixtures: where MNIST is, and tiny IDX files written on the fly."""
+"""Shared fixtures: where MNIST is, and tiny IDX files written on the fly.
+
+Test modules take these as fixtures; none imports this module (or another test module).
+"""
 from __future__ import annotations
 
 import gzip
@@ -6,14 +9,29 @@ import os
 import struct
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("EDGE_DIGITS_DATA", REPO.parent / "shared" / "data" / "MNIST" / "raw"))
+SHIPPED_MODEL = REPO / "runtime" / "models" / "digits-int8.onnx"
+# Development override (e.g. to run the suite against the FP32 model); by
+# default the tests use the model users get.
+MODEL = Path(os.environ.get("EDGE_DIGITS_MODEL", SHIPPED_MODEL))
 
 
-def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
+def pytest_collection_modifyitems(config, items):
+    """Tests marked needs_model are skipped, saying why, when the classifier is absent."""
+    if MODEL.is_file():
+        return
+    skip = pytest.mark.skip(reason=f"model {MODEL} not present: it is built by the export step and shipped in "
+                                   "runtime/models")
+    for item in items:
+        if item.get_closest_marker("needs_model"):
+            item.add_marker(skip)
+
+
+def _write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
     header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
     data = header + array.astype(np.uint8).tobytes()
     if compress:
@@ -23,7 +41,8 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = False) -> Path:
     return path
 
 
-def write_dataset(directory: Path, n_train: int = 600, n_test: int = 200, seed: int = 0, compress: bool = False) -> Path:
+def _write_dataset(directory: Path, n_train: int = 600, n_test: int = 200, seed: int = 0,
+                   compress: bool = False) -> Path:
     """A small learnable dataset in IDX format: each class is a bright bar at its own height."""
     rng = np.random.default_rng(seed)
     directory.mkdir(parents=True, exist_ok=True)
@@ -32,13 +51,100 @@ def write_dataset(directory: Path, n_train: int = 600, n_test: int = 200, seed: 
         images = rng.integers(0, 40, (n, 28, 28)).astype(np.uint8)
         for i, label in enumerate(labels):
             images[i, 2 + 2 * label:4 + 2 * label, 4:24] = 255
-        write_idx(directory / f"{split}-images-idx3-ubyte", images, compress)
-        write_idx(directory / f"{split}-labels-idx1-ubyte", labels, compress)
+        _write_idx(directory / f"{split}-images-idx3-ubyte", images, compress)
+        _write_idx(directory / f"{split}-labels-idx1-ubyte", labels, compress)
     return directory
+
+
+def _paper_photo(digit: np.ndarray, size=(480, 640), frac=0.5, ink=(40, 40, 40), paper=(225, 230, 235),
+                centre=(0.5, 0.5), seed=0, gradient=0.3, noise=4.0) -> np.ndarray:
+    """A BGR 'photo': an MNIST digit (uint8 28x28, light on dark) drawn in
+    ``ink`` on ``paper`` under a light gradient, with sensor noise."""
+    h, w = size
+    dh = int(frac * h)
+    alpha = cv2.resize(digit.astype(np.float32) / 255, (dh, dh), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+    layer = np.zeros((h, w), np.float32)
+    y0, x0 = int(centre[1] * h) - dh // 2, int(centre[0] * w) - dh // 2
+    layer[y0:y0 + dh, x0:x0 + dh] = alpha
+    layer = cv2.merge([layer] * 3)
+    light = cv2.merge([np.repeat((1.0 - gradient * np.linspace(0, 1, w, dtype=np.float32))[None, :], h, 0)] * 3)
+    img = (np.float32(paper) * (1 - layer) + np.float32(ink) * layer) * light
+    cv2.setRNGSeed(seed)
+    grain = np.empty_like(img)
+    cv2.randn(grain, 0.0, noise)
+    return np.clip(img + grain, 0, 255).astype(np.uint8)
+
+
+def _encode(image: np.ndarray, ext: str, params=()) -> bytes:
+    ok, buf = cv2.imencode(ext, image, list(params))
+    assert ok
+    return buf.tobytes()
+
+
+def _small_config(out, data_dir, **overrides):
+    from train.config import TrainConfig
+
+    settings = dict(data_dir=str(data_dir), download=False, train_subset=3000, val_size=1000,
+                    epochs=2, batch_size=100, eval_interval=10, out_dir=str(out), augment=True)
+    return TrainConfig.from_recipe("fast", **{**settings, **overrides})
+
+
+@pytest.fixture(scope="session")
+def small_config():
+    """small_config(out, data_dir, **overrides) -> TrainConfig: the fast recipe, two short epochs on 3,000 images."""
+    return _small_config
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The classifier the tests use: the shipped INT8 one, or $EDGE_DIGITS_MODEL."""
+    return MODEL
+
+
+@pytest.fixture(scope="session")
+def model_args() -> list[str]:
+    """Command-line flags that make `python -m runtime` use model_path (none for the shipped one)."""
+    return ["--model", str(MODEL)] if MODEL != SHIPPED_MODEL else []
+
+
+@pytest.fixture(scope="session")
+def paper_photo():
+    """paper_photo(digit, size=(480, 640), frac=0.5, ink=..., paper=..., centre=..., seed=0, ...) -> BGR photo."""
+    return _paper_photo
+
+
+@pytest.fixture(scope="session")
+def encode():
+    """encode(image, ".jpg", params=()) -> the encoded bytes."""
+    return _encode
+
+
+@pytest.fixture(scope="session")
+def write_idx():
+    """write_idx(path, array, compress=False) -> path: one IDX file (``.gz`` appended when compressed)."""
+    return _write_idx
+
+
+@pytest.fixture(scope="session")
+def write_dataset():
+    """write_dataset(directory, n_train=600, n_test=200, seed=0, compress=False) -> directory: four IDX files."""
+    return _write_dataset
 
 
 @pytest.fixture(scope="session")
 def mnist_dir() -> Path:
-    if not (DATA_DIR / "t10k-images-idx3-ubyte.gz").exists() and not (DATA_DIR / "t10k-images-idx3-ubyte").exists():
-        pytest.fail(f"MNIST not found in {DATA_DIR}: set EDGE_DIGITS_DATA to the directory of the four IDX files")
-    return DATA_DIR
+    """MNIST where every command finds it (train.idx.resolve_data_dir, never downloading); skipped without it."""
+    from train.idx import DataError, resolve_data_dir
+
+    try:
+        return resolve_data_dir(None).resolve()
+    except DataError as e:
+        pytest.skip(f"needs MNIST: {e}")
+
+
+@pytest.fixture(scope="session")
+def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
+    """The MNIST test split (images uint8 [N, 28, 28], labels)."""
+    from train.idx import load_split
+
+    return load_split(mnist_dir, "test")

@@ -3,9 +3,9 @@ the test photos the serve tests share (their expected readings are known)."""
 from __future__ import annotations
 
 import contextlib
+import email.message
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -16,13 +16,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from benchmarks.serve_load import free_port
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager
@@ -59,7 +55,7 @@ def serve(*args: str, timeout: float = 60.0):
 
 
 def post(url: str, data: bytes, content_type: str = "application/octet-stream", timeout: float = 30.0,
-         headers: dict | None = None) -> tuple[int, dict, "email.message.Message"]:
+         headers: dict | None = None) -> tuple[int, dict, email.message.Message]:
     """POST raw bytes: (status, JSON body, headers); error statuses too."""
     req = urllib.request.Request(url, data=data, method="POST",
                                  headers={"Content-Type": content_type, **(headers or {})})

@@ -1,12 +1,11 @@
 import numpy as np
 import pytest
 
-from conftest import write_dataset, write_idx
-from train.data import load_splits, resolve_data_dir
-from train.idx import DATA_ENV, DataError, data_dir_from, load_split, read_idx
+from train.data import load_splits
+from train.idx import DATA_ENV, DataError, load_split, read_idx, resolve_data_dir
 
 
-def test_reads_plain_and_gzipped_alike(tmp_path):
+def test_reads_plain_and_gzipped_alike(tmp_path, write_dataset):
     plain = load_split(write_dataset(tmp_path / "plain"), "train")
     gz = load_split(write_dataset(tmp_path / "gz", compress=True), "train")
     assert plain[0].shape == (600, 28, 28) and plain[1].shape == (600,)
@@ -27,7 +26,7 @@ def test_real_mnist_shapes(mnist_dir):
     (lambda b: b[:5], "truncated"),
     (lambda b: b"", "too short"),
 ])
-def test_corrupt_image_file_is_named(tmp_path, mutate, message):
+def test_corrupt_image_file_is_named(tmp_path, mutate, message, write_dataset):
     d = write_dataset(tmp_path)
     path = d / "train-images-idx3-ubyte"
     path.write_bytes(mutate(path.read_bytes()))
@@ -36,7 +35,7 @@ def test_corrupt_image_file_is_named(tmp_path, mutate, message):
     assert str(path) in str(e.value)
 
 
-def test_corrupt_gzip_is_named(tmp_path):
+def test_corrupt_gzip_is_named(tmp_path, write_dataset):
     d = write_dataset(tmp_path, compress=True)
     path = d / "t10k-labels-idx1-ubyte.gz"
     path.write_bytes(path.read_bytes()[:20])
@@ -45,21 +44,21 @@ def test_corrupt_gzip_is_named(tmp_path):
     assert str(path) in str(e.value)
 
 
-def test_mismatched_counts(tmp_path):
+def test_mismatched_counts(tmp_path, write_dataset, write_idx):
     d = write_dataset(tmp_path)
     write_idx(d / "train-labels-idx1-ubyte", np.zeros(599, np.uint8))
     with pytest.raises(DataError, match="599 labels but .* 600 images"):
         load_split(d, "train")
 
 
-def test_label_out_of_range(tmp_path):
+def test_label_out_of_range(tmp_path, write_dataset, write_idx):
     d = write_dataset(tmp_path)
     write_idx(d / "t10k-labels-idx1-ubyte", np.full(200, 10, np.uint8))
     with pytest.raises(DataError, match="label 10 outside 0..9"):
         load_split(d, "test")
 
 
-def test_missing_file(tmp_path):
+def test_missing_file(tmp_path, write_dataset):
     d = write_dataset(tmp_path)
     (d / "t10k-images-idx3-ubyte").unlink()
     with pytest.raises(DataError, match="t10k-images-idx3-ubyte.*not found"):
@@ -72,17 +71,29 @@ def test_missing_data_without_download_is_a_clear_error(tmp_path, monkeypatch):
         resolve_data_dir(str(tmp_path), "mnist", download=False)
 
 
-def test_data_dir_order_is_flag_then_environment_then_default(monkeypatch):
-    monkeypatch.setenv(DATA_ENV, "from-env")
-    assert str(data_dir_from("from-flag", "default")) == "from-flag"
-    assert str(data_dir_from(None, "default")) == "from-env"
+def test_data_dir_order_is_flag_then_environment_then_default(tmp_path, monkeypatch, write_dataset):
+    flag, env, default = (write_dataset(tmp_path / name, 20, 10) for name in ("flag", "env", "data/MNIST/raw"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_ENV, str(env))
+    assert resolve_data_dir(str(flag)) == flag
+    assert resolve_data_dir(None) == env
     monkeypatch.delenv(DATA_ENV)
-    assert str(data_dir_from(None, "default")) == "default"
-    with pytest.raises(DataError, match=DATA_ENV):
-        data_dir_from(None)
+    assert resolve_data_dir(None).resolve() == default
 
 
-def test_validation_split_is_fixed_by_seed_and_disjoint(tmp_path):
+def test_a_directory_without_the_files_is_not_passed_over(tmp_path, monkeypatch, write_dataset):
+    # $EDGE_DIGITS_DATA names an empty directory while ./data holds MNIST: the user said where, so say it is empty.
+    write_dataset(tmp_path / "data/MNIST/raw", 20, 10)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(DATA_ENV, str(tmp_path / "empty"))
+    with pytest.raises(DataError, match=rf"empty: no mnist IDX files here \(from \${DATA_ENV}\)"):
+        resolve_data_dir(None)
+    monkeypatch.delenv(DATA_ENV)
+    with pytest.raises(DataError, match="FashionMNIST/raw: no fashion-mnist IDX files here"):
+        resolve_data_dir(None, "fashion-mnist")
+
+
+def test_validation_split_is_fixed_by_seed_and_disjoint(tmp_path, write_dataset):
     d = write_dataset(tmp_path)
     a, b, c = (load_splits(d, "mnist", 100, seed) for seed in (1, 1, 2))
     assert len(a.val_x) == 100 and len(a.train_x) == 500
@@ -91,7 +102,7 @@ def test_validation_split_is_fixed_by_seed_and_disjoint(tmp_path):
     assert not any(bytes(x.numpy()) in train_rows for x in a.val_x)
 
 
-def test_read_idx_rejects_wrong_ndim(tmp_path):
+def test_read_idx_rejects_wrong_ndim(tmp_path, write_idx):
     path = write_idx(tmp_path / "x", np.zeros((3, 4), np.uint8))
     with pytest.raises(DataError, match="2 dimensions, expected 3"):
         read_idx(path, 3)

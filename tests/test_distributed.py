@@ -5,26 +5,24 @@ never hangs the suite."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, write_dataset
+from benchmarks.serve_load import free_port
 from train import checkpoint, distributed
 from train.models import build_model
 
-TIMEOUT = 600  # seconds for one launch: a bound on a hang only; a healthy one takes 10-20 s (280 s seen on a starved 2-core machine)
+REPO = Path(__file__).resolve().parents[1]
+
+
+# Seconds for one launch: a bound on a hang only; a healthy one takes 10-20 s (280 s seen on a starved machine).
+TIMEOUT = 600
 SMALL = ["--no-download", "--val-size", "100", "--eval-interval", "5"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def env(**extra) -> dict:
@@ -88,6 +86,7 @@ def test_batches_split_over_processes_without_gaps_or_repeats():
 # two processes at batch B the same computation as one at batch 2B.
 EQUIVALENCE = """
 import sys, torch
+from pathlib import Path
 from train import trainer
 from train.config import TrainConfig
 from train.models import build_model
@@ -106,7 +105,7 @@ trainer.train(TrainConfig(data_dir=sys.argv[1], out_dir=sys.argv[2], download=Fa
 """
 
 
-def test_two_ranks_at_batch_b_match_one_process_at_batch_2b(tmp_path):
+def test_two_ranks_at_batch_b_match_one_process_at_batch_2b(tmp_path, write_dataset):
     data = write_dataset(tmp_path / "data", n_train=400)
     port = str(free_port())
     two = [start([sys.executable, "-c", EQUIVALENCE, str(data), str(tmp_path / "two")], RANK=str(r),
@@ -127,7 +126,7 @@ def test_two_ranks_at_batch_b_match_one_process_at_batch_2b(tmp_path):
     assert a["metrics"]["test_accuracy"] == b["metrics"]["test_accuracy"]
 
 
-def test_killed_two_process_run_resumes_on_one_without_losing_data(tmp_path):
+def test_killed_two_process_run_resumes_on_one_without_losing_data(tmp_path, write_dataset):
     data = write_dataset(tmp_path / "data", n_train=400)  # 300 training images: 10 steps of 32 an epoch
     out = tmp_path / "run"
     args = ["--data-dir", str(data), *SMALL, "--batch-size", "32", "--epochs", "20", "--out", str(out)]
@@ -158,7 +157,7 @@ def test_killed_two_process_run_resumes_on_one_without_losing_data(tmp_path):
     assert [p["iteration"] for p in metrics["eval"]] == list(range(5, 201, 5))
 
 
-def test_two_nodes_on_localhost_train_through_one_rendezvous(tmp_path):
+def test_two_nodes_on_localhost_train_through_one_rendezvous(tmp_path, write_dataset):
     data = write_dataset(tmp_path / "data", n_train=600)
     out = tmp_path / "run"
     endpoint = f"127.0.0.1:{free_port()}"
@@ -182,10 +181,10 @@ def test_nproc_under_torchrun_is_refused(capsys, monkeypatch):
     assert "leave it out under torchrun" in capsys.readouterr().err
 
 
-def test_speed_benchmark_puts_world_sizes_side_by_side(tmp_path):
+def test_speed_benchmark_puts_world_sizes_side_by_side(tmp_path, write_dataset):
     # Machinery only (tiny data, threshold 0): the real figures come from the full run on MNIST.
-    from benchmarks.machine import usable_cores
     from benchmarks.train_speed import main as bench_main
+    from runtime.model import usable_cores
     data = write_dataset(tmp_path / "data", n_train=400)
     out = tmp_path / "bench.json"
     assert bench_main(["--nproc", "1", "2", "--threshold", "0", "--json-out", str(out), "--out", str(tmp_path / "runs"),

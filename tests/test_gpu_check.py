@@ -3,8 +3,9 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
-from conftest import REPO, write_dataset
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_without_cuda_it_says_so_and_exits_0(tmp_path):
@@ -17,7 +18,7 @@ def test_without_cuda_it_says_so_and_exits_0(tmp_path):
     assert json.loads(out.read_text())["skipped"] == "no CUDA device"
 
 
-def test_smoke_run_goes_through_every_step_on_the_cpu(tmp_path):
+def test_smoke_run_goes_through_every_step_on_the_cpu(tmp_path, write_dataset):
     from benchmarks.gpu_check import main
     data = write_dataset(tmp_path / "data", n_train=2600, n_test=300)
     out = tmp_path / "smoke.json"

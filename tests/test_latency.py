@@ -17,7 +17,7 @@ import torch
 from train.checkpoint import make_checkpoint, save
 from train.models import build_model
 
-from conftest import REPO, write_dataset
+REPO = Path(__file__).resolve().parents[1]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FORMAT_KEYS = {"torch_eager", "torch_compiled", "ort_fp32", "ort_int8"}
@@ -28,7 +28,7 @@ def run_module(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> tuple[Path, Path]:
+def model_dir(tmp_path_factory, write_dataset) -> tuple[Path, Path]:
     """best.pt, digits-fp32.onnx and digits-int8.onnx of a small edge model, and the data they were checked on."""
     root = tmp_path_factory.mktemp("latency")
     data = write_dataset(root / "data")

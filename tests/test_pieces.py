@@ -6,7 +6,6 @@ from train import trainer
 from train.data import to_input
 from train.idx import load_split
 from train.pieces import fit, make_cut_pieces, make_outliers
-from test_train import small_config
 
 
 def ink_box(img: torch.Tensor) -> tuple[int, int]:
@@ -55,7 +54,7 @@ def test_cut_pieces_keep_their_digit_and_label(mnist_dir):
     assert (dist.argmin(1) == piece_labels).float().mean() > 0.6
 
 
-def test_outlier_exposure_makes_the_model_unsure_of_touching_digits(tmp_path, mnist_dir):
+def test_outlier_exposure_makes_the_model_unsure_of_touching_digits(tmp_path, mnist_dir, small_config):
     """The point of it: after a short run with outliers, the model's
     confidence on touching test digits is far below its confidence on
     single test digits (a model trained on digits alone is sure of both)."""

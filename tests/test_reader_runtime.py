@@ -5,8 +5,15 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime import (DEFAULT_MODEL, DEFAULT_READER, DigitClassifier, ModelError, NoDigitFound, NumberReader,
-                     RuntimeInputError)
+from runtime import (
+    DEFAULT_MODEL,
+    DEFAULT_READER,
+    DigitClassifier,
+    ModelError,
+    NoDigitFound,
+    NumberReader,
+    RuntimeInputError,
+)
 from runtime.rows import find_row_images
 from train.idx import load_split
 
@@ -39,7 +46,7 @@ def test_reads_synthetic_photos_of_numbers(reader, mnist):
     """Camera-like photos of test digits (seed 20240, never tuned on), 60 rows of which a sixth have touching
     digits. The shipped reader reads 53 of them (0.88); the guard is what the cut search it replaced read
     here (0.85), so a reader worse than the old path fails."""
-    from benchmarks.synth_photos import generate_set
+    from train.synth_photos import generate_set
 
     images, labels = mnist
     samples = generate_set(images, labels, n_digits=0, n_numbers=60, seed=20240, max_side=800)

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
+from train.__main__ import main as train_main
 from train.checkpoint import load
 from train.models import RowReader
 from train.reader import BLANK, ctc_loss, greedy_decode
 from train.rows import MAX_DIGITS, ROW_HEIGHT, RowMaker
-from train.__main__ import main as train_main
 
 
 @pytest.fixture(scope="module")
@@ -76,9 +76,9 @@ def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch, c
     """A short run on real digits: the loss falls, the checkpoint loads safely, the export command writes a
     verified FP32 file, and the quantizer writes an INT8 file only if it passes its gate (a barely trained
     reader is unsure of most rows, so it may not: then one line says why and no file is left)."""
+    import export.reader as export_reader
     from export.quantize import main as quantize_main
     from export.to_onnx import main as export_main
-    import export.reader as export_reader
 
     monkeypatch.setattr(export_reader, "TEST_ROWS", 300)
     monkeypatch.setattr(export_reader, "CALIBRATION_ROWS", 64)
@@ -89,7 +89,8 @@ def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch, c
     assert ckpt["arch"] == "reader" and ckpt["input"]["task"] == "row-reader"
     history = __import__("json").loads((out / "metrics.json").read_text())["train"]
     assert history[-1]["loss"] < 0.6 * history[0]["loss"]
-    assert export_main([str(out / "best.pt"), "-o", str(tmp_path / "reader-fp32.onnx"), "--data-dir", str(mnist_dir)]) == 0
+    fp32 = tmp_path / "reader-fp32.onnx"
+    assert export_main([str(out / "best.pt"), "-o", str(fp32), "--data-dir", str(mnist_dir)]) == 0
     capsys.readouterr()
     code = quantize_main([str(tmp_path / "reader-fp32.onnx"), "--data-dir", str(mnist_dir)])
     int8 = tmp_path / "reader-int8.onnx"

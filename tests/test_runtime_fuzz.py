@@ -11,7 +11,8 @@ from runtime import RuntimeInputError, decode_image, preprocess_digit
 from runtime.rows import find_row_images
 
 DTYPES = [np.uint8, np.uint16, np.int8, np.int16, np.int32, np.int64, np.float16, np.float32, np.float64, np.bool_]
-FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(max_examples=60, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
 @st.composite
@@ -95,7 +96,7 @@ def test_decode_never_raises_anything_else(data):
     assert image.dtype == np.uint8 and image.ndim in (2, 3)
 
 
-# ------------------------------------------------------------ hostile files (issue 14)
+# ------------------------------------------------------------ hostile files
 # Every run below is a subprocess under an address-space limit and a timeout
 # (benchmarks.fuzz.run_limited): a hang or a memory regression fails the
 # test instead of blocking the suite or swapping.
@@ -111,7 +112,6 @@ import pytest  # noqa: E402
 
 from benchmarks.fuzz import FLOOR_RSS_MB, bombs, check_lines, generate_corpus, png_bomb, run_limited  # noqa: E402
 from runtime import imageio  # noqa: E402
-from test_runtime_preprocess import MODEL_ARGS, needs_model  # noqa: E402
 
 RLIMIT_MB = 1536
 
@@ -148,12 +148,12 @@ def test_special_files_are_refused_before_opening(tmp_path):
             imageio.read_image(tmp_path / name)
 
 
-@needs_model
-def test_cli_over_special_files_and_a_folder_holding_a_fifo_does_not_hang(tmp_path):
+@pytest.mark.needs_model
+def test_cli_over_special_files_and_a_folder_holding_a_fifo_does_not_hang(tmp_path, model_args):
     os.mkfifo(tmp_path / "pipe.png")
     os.symlink("/dev/zero", tmp_path / "zero.png")
     paths = [str(tmp_path / "pipe.png"), str(tmp_path / "zero.png"), str(tmp_path)]
-    run = run_limited([sys.executable, "-m", "runtime", "classify", "--json", *MODEL_ARGS, *paths], 60, RLIMIT_MB)
+    run = run_limited([sys.executable, "-m", "runtime", "classify", "--json", *model_args, *paths], 60, RLIMIT_MB)
     assert run.returncode == 1, run.stderr
     rows = [json.loads(line) for line in run.stdout.splitlines()]
     assert all("not a regular file" in r["error"] for r in rows) and len(rows) == 4  # 2 named + 2 in the folder
@@ -166,8 +166,8 @@ def test_reads_stop_at_the_limit_whatever_stat_says(tmp_path):
         imageio.read_bytes(big, 1000)
 
 
-@needs_model
-def test_bombs_are_refused_within_the_memory_floor(tmp_path):
+@pytest.mark.needs_model
+def test_bombs_are_refused_within_the_memory_floor(tmp_path, model_args):
     """The issue's bombs (a 16-bit RGBA PNG, a lying JPEG, a PNG with a
     flipped IDAT length, a 30000^2 TIFF) through the CLI: one error line
     each, peak RSS under the floor. (The 12000^2 bombs that decode to grey
@@ -182,7 +182,7 @@ def test_bombs_are_refused_within_the_memory_floor(tmp_path):
     for name, (data, _) in files.items():
         (tmp_path / name).write_bytes(data)
     paths = [str(tmp_path / name) for name in files]
-    run = run_limited([sys.executable, "-m", "runtime", "classify", "--json", *MODEL_ARGS, *paths], 120, RLIMIT_MB)
+    run = run_limited([sys.executable, "-m", "runtime", "classify", "--json", *model_args, *paths], 120, RLIMIT_MB)
     assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr
     rows = {r["path"]: r for r in map(json.loads, run.stdout.splitlines())}
     for name, (_, word) in files.items():
@@ -252,14 +252,14 @@ def test_other_formats_are_refused_unread():
         decode_image(b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 20000 +X 20000\n" + bytes(100))
 
 
-@needs_model
-def test_fuzz_slice_one_json_line_per_input_no_crash(tmp_path):
+@pytest.mark.needs_model
+def test_fuzz_slice_one_json_line_per_input_no_crash(tmp_path, model_args):
     """A small deterministic slice of benchmarks.fuzz: 150 hostile files
     (specials, bombs refused from the header, mutations), digit and number."""
     corpus = [str(p) for p in generate_corpus(tmp_path / "c", 150, seed=3)
               if "png8-grey-12000" not in p.name and "png8-rgb-9000" not in p.name]  # slow (grey decodes)
     for mode in ([], ["--number"]):
-        run = run_limited([sys.executable, "-m", "runtime", "classify", "--json", *mode, *MODEL_ARGS, "--", *corpus],
+        run = run_limited([sys.executable, "-m", "runtime", "classify", "--json", *mode, *model_args, "--", *corpus],
                           300, RLIMIT_MB)
         assert run.returncode == 1 and "Traceback" not in run.stderr, run.stderr[-2000:]
         bad, answers, errors = check_lines(run, corpus)
@@ -283,12 +283,11 @@ def _strict_json(line: str) -> dict:
     return json.loads(line, parse_constant=refuse)
 
 
-@needs_model
+@pytest.mark.needs_model
 @pytest.mark.parametrize("number", [False, True])
-def test_non_finite_model_output_is_an_error_never_nan(tmp_path, monkeypatch, capsys, number):
+def test_non_finite_model_output_is_an_error_never_nan(tmp_path, monkeypatch, capsys, number, model_args):
     from runtime import cli
     from runtime.classifier import DigitClassifier
-
     from runtime.reader import NumberReader
 
     real = DigitClassifier.predict_pixels
@@ -296,31 +295,31 @@ def test_non_finite_model_output_is_an_error_never_nan(tmp_path, monkeypatch, ca
     real_run = NumberReader._run
     monkeypatch.setattr(NumberReader, "_run", lambda self, feed: real_run(self, feed) * np.nan)
     photo = _photo(tmp_path / "four.png")
-    code = cli.main(["classify", "--json", *(["--number"] if number else []), *MODEL_ARGS, str(photo)])
+    code = cli.main(["classify", "--json", *(["--number"] if number else []), *model_args, str(photo)])
     rows = [_strict_json(line) for line in capsys.readouterr().out.splitlines()]
     assert code == 1 and len(rows) == 1
     assert "not finite" in rows[0]["error"] or "no number" in rows[0]["error"]
 
 
-@needs_model
-def test_min_confidence_rejects_noise_and_is_settable(tmp_path, capsys):
+@pytest.mark.needs_model
+def test_min_confidence_rejects_noise_and_is_settable(tmp_path, capsys, model_args):
     from runtime import cli
 
     photo = _photo(tmp_path / "four.png")
-    assert cli.main(["classify", "--json", "--min-confidence", "0.999", *MODEL_ARGS, str(photo)]) == 1
+    assert cli.main(["classify", "--json", "--min-confidence", "0.999", *model_args, str(photo)]) == 1
     row = _strict_json(capsys.readouterr().out)
     assert "no digit found" in row["error"] and "below the minimum 1.00" in row["error"]
-    assert cli.main(["classify", "--json", "--min-confidence", "0", *MODEL_ARGS, str(photo)]) == 0
+    assert cli.main(["classify", "--json", "--min-confidence", "0", *model_args, str(photo)]) == 0
     assert _strict_json(capsys.readouterr().out)["digit"] == "4"
     with pytest.raises(SystemExit):
         cli.main(["classify", "--min-confidence", "1.5", str(photo)])
 
 
-@needs_model
-def test_table_output_of_a_unicode_name_on_an_ascii_stdout(tmp_path):
+@pytest.mark.needs_model
+def test_table_output_of_a_unicode_name_on_an_ascii_stdout(tmp_path, model_args):
     photo = _photo(tmp_path / "chiffre-\u00e9\u4e2d.png")
     env = {**os.environ, "PYTHONIOENCODING": "ascii", "LC_ALL": "C"}
-    run = run_limited([sys.executable, "-m", "runtime", "classify", *MODEL_ARGS, str(photo)], 60, RLIMIT_MB, env=env)
+    run = run_limited([sys.executable, "-m", "runtime", "classify", *model_args, str(photo)], 60, RLIMIT_MB, env=env)
     assert run.returncode == 0 and "Traceback" not in run.stderr, run.stderr
     assert "chiffre-\\xe9\\u4e2d.png" in run.stdout
 
@@ -335,29 +334,29 @@ def _video(path: Path, frames: int = 45, fourcc: str = "MJPG") -> Path:
     return path
 
 
-@needs_model
-def test_webcam_fifo_source_and_directory_output_are_refused(tmp_path):
+@pytest.mark.needs_model
+def test_webcam_fifo_source_and_directory_output_are_refused(tmp_path, model_args):
     os.mkfifo(tmp_path / "cam.mp4")
     run = run_limited([sys.executable, "-m", "runtime", "webcam", "--no-display", "--source", str(tmp_path / "cam.mp4"),
-                       *MODEL_ARGS], 60, RLIMIT_MB)
+                       *model_args], 60, RLIMIT_MB)
     assert run.returncode == 2 and "named pipe" in run.stderr and "Traceback" not in run.stderr
     from runtime import cli
 
     video = _video(tmp_path / "v.avi", frames=5)
     (tmp_path / "out").mkdir()
     assert cli.main(["webcam", "--no-display", "--source", str(video), "--output", str(tmp_path / "out"),
-                     *MODEL_ARGS]) == 2
+                     *model_args]) == 2
     assert not list(tmp_path.rglob(".*tmp*")), "a temporary video was left behind"
 
 
-@needs_model
-def test_webcam_reports_a_video_that_ends_early(tmp_path, capsys):
+@pytest.mark.needs_model
+def test_webcam_reports_a_video_that_ends_early(tmp_path, capsys, model_args):
     from runtime import cli
 
     video = _video(tmp_path / "v.avi")
     cut = tmp_path / "cut.avi"
     cut.write_bytes(video.read_bytes()[: video.stat().st_size // 2])
-    assert cli.main(["webcam", "--no-display", "--source", str(cut), *MODEL_ARGS]) == 1
+    assert cli.main(["webcam", "--no-display", "--source", str(cut), *model_args]) == 1
     err = capsys.readouterr().err
     assert "of 45 frames" in err and "ends early" in err
-    assert cli.main(["webcam", "--no-display", "--source", str(video), "--max-frames", "3", *MODEL_ARGS]) == 0
+    assert cli.main(["webcam", "--no-display", "--source", str(video), "--max-frames", "3", *model_args]) == 0

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from test_runtime_preprocess import MODEL_ARGS, REPO, encode, needs_model
+REPO = Path(__file__).resolve().parents[1]
 
 GUARD = r"""
 import importlib.abc, runpy, sys
@@ -46,14 +47,14 @@ def test_importing_the_runtime_does_not_import_torch():
     assert result.stdout.split() == ["NO_TORCH", "0"]
 
 
-@needs_model
+@pytest.mark.needs_model
 @pytest.mark.parametrize("extra", [[], ["--number", "--json"]], ids=["digit", "number"])
-def test_classify_command_does_not_import_torch(tmp_path, extra):
+def test_classify_command_does_not_import_torch(tmp_path, extra, encode, model_args):
     image = np.full((240, 320, 3), 220, np.uint8)
     image[60:180, 150:165] = 30  # a "1"
     path = tmp_path / "one.png"
     path.write_bytes(encode(image, ".png"))
-    result = run_guarded("classify", str(path), *extra, *MODEL_ARGS)
+    result = run_guarded("classify", str(path), *extra, *model_args)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[-1].split() == ["NO_TORCH", "0"], result.stdout + result.stderr
@@ -61,8 +62,8 @@ def test_classify_command_does_not_import_torch(tmp_path, extra):
         assert json.loads(lines[0])["number"]
 
 
-@needs_model
-def test_webcam_command_does_not_import_torch(tmp_path):
+@pytest.mark.needs_model
+def test_webcam_command_does_not_import_torch(tmp_path, model_args):
     import cv2
 
     video = tmp_path / "v.mp4"
@@ -73,5 +74,5 @@ def test_webcam_command_does_not_import_torch(tmp_path):
         writer.write(frame)
     writer.release()
     result = run_guarded("webcam", "--source", str(video), "--no-display", "--output", str(tmp_path / "o.mp4"),
-                         *MODEL_ARGS)
+                         *model_args)
     assert result.stdout.split()[-2:] == ["NO_TORCH", "0"], result.stdout + result.stderr

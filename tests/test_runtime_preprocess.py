@@ -1,83 +1,28 @@
-"""runtime preprocessing and image reading: photos in, MNIST-style digits out.
-
-Also holds the helpers the other runtime test files import (paths, the
-model-present marker, drawn test photos).
-"""
+"""runtime preprocessing and image reading: photos in, MNIST-style digits out."""
 from __future__ import annotations
 
-import os
 import struct
-import sys
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
+from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, decode_image, preprocess_digit
+from runtime.rows import find_row_images
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
-from runtime import DigitClassifier, NoDigitFound, RuntimeInputError, decode_image, preprocess_digit  # noqa: E402
-from runtime.rows import find_row_images  # noqa: E402
-
-DATA_DIR = Path(os.environ.get("EDGE_DIGITS_DATA", REPO.parent / "shared" / "data" / "MNIST" / "raw"))
-SHIPPED_MODEL = REPO / "runtime" / "models" / "digits-int8.onnx"
-# Development override (e.g. to run the suite against the FP32 model); by
-# default the tests use the model users get.
-MODEL = Path(os.environ.get("EDGE_DIGITS_MODEL", SHIPPED_MODEL))
-MODEL_ARGS = ["--model", str(MODEL)] if MODEL != SHIPPED_MODEL else []
-
-needs_model = pytest.mark.skipif(
-    not MODEL.is_file(), reason=f"model {MODEL} not present: it is built by the export step and shipped in runtime/models")
-
-
-# ------------------------------------------------------------ helpers
-
-
-def load_mnist_test() -> tuple[np.ndarray, np.ndarray]:
-    from train.idx import load_split
-
-    if not any((DATA_DIR / f).exists() for f in ("t10k-images-idx3-ubyte", "t10k-images-idx3-ubyte.gz")):
-        pytest.fail(f"MNIST not found in {DATA_DIR}: set EDGE_DIGITS_DATA to the directory of the IDX files")
-    return load_split(DATA_DIR, "test")
-
-
-def paper_photo(digit: np.ndarray, size=(480, 640), frac=0.5, ink=(40, 40, 40), paper=(225, 230, 235),
-                centre=(0.5, 0.5), seed=0, gradient=0.3, noise=4.0) -> np.ndarray:
-    """A BGR 'photo': an MNIST digit (uint8 28x28, light on dark) drawn in
-    ``ink`` on ``paper`` under a light gradient, with sensor noise."""
-    h, w = size
-    dh = int(frac * h)
-    alpha = cv2.resize(digit.astype(np.float32) / 255, (dh, dh), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-    layer = np.zeros((h, w), np.float32)
-    y0, x0 = int(centre[1] * h) - dh // 2, int(centre[0] * w) - dh // 2
-    layer[y0:y0 + dh, x0:x0 + dh] = alpha
-    layer = cv2.merge([layer] * 3)
-    light = cv2.merge([np.repeat((1.0 - gradient * np.linspace(0, 1, w, dtype=np.float32))[None, :], h, 0)] * 3)
-    img = (np.float32(paper) * (1 - layer) + np.float32(ink) * layer) * light
-    cv2.setRNGSeed(seed)
-    grain = np.empty_like(img)
-    cv2.randn(grain, 0.0, noise)
-    return np.clip(img + grain, 0, 255).astype(np.uint8)
-
-
-def encode(image: np.ndarray, ext: str, params=()) -> bytes:
-    ok, buf = cv2.imencode(ext, image, list(params))
-    assert ok
-    return buf.tobytes()
+@pytest.fixture(scope="module")
+def mnist(mnist_test):
+    return mnist_test
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    return load_mnist_test()
-
-
-@pytest.fixture(scope="module")
-def clf():
-    if not MODEL.is_file():
-        pytest.skip(f"model {MODEL} not present: it is built by the export step and shipped in runtime/models")
-    return DigitClassifier(MODEL, threads=2)
+def clf(model_path):
+    if not model_path.is_file():
+        pytest.skip(f"model {model_path} not present: it is built by the export step and shipped in runtime/models")
+    return DigitClassifier(model_path, threads=2)
 
 
 def correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -88,7 +33,7 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 # ------------------------------------------------------------ MNIST itself
 
 
-@needs_model
+@pytest.mark.needs_model
 def test_clean_mnist_digits_give_the_models_own_answer(mnist, clf):
     images, _ = mnist
     images = images[:3000]
@@ -99,7 +44,7 @@ def test_clean_mnist_digits_give_the_models_own_answer(mnist, clf):
     assert np.array_equal(via_runtime, direct)
 
 
-@needs_model
+@pytest.mark.needs_model
 def test_views_are_averaged_in_one_batch(mnist, clf):
     from runtime.preprocess import viewed
 
@@ -140,7 +85,7 @@ def test_enlarged_mnist_photo_is_rebuilt_close_to_the_original(mnist):
 # ------------------------------------------------------------ photo conditions
 
 
-def test_output_is_an_mnist_style_input(mnist):
+def test_output_is_an_mnist_style_input(mnist, paper_photo):
     digit = mnist[0][0]
     crop = preprocess_digit(paper_photo(digit))
     px = crop.pixels
@@ -158,7 +103,7 @@ def test_output_is_an_mnist_style_input(mnist):
 
 
 @pytest.mark.parametrize("case", ["black-pen", "blue-pen", "chalkboard", "dim", "tiny-crop", "big-photo", "corner"])
-def test_conditions_give_the_same_digit_shape(mnist, case):
+def test_conditions_give_the_same_digit_shape(mnist, case, paper_photo):
     digit = mnist[0][3]  # a clear 0
     reference = preprocess_digit(paper_photo(digit)).pixels
     kwargs = {
@@ -174,7 +119,7 @@ def test_conditions_give_the_same_digit_shape(mnist, case):
     assert correlation(got, reference) > 0.8
 
 
-def test_big_photo_is_analysed_at_the_working_size():
+def test_big_photo_is_analysed_at_the_working_size(paper_photo):
     """What keeps a 12 MP photo cheap: the ink analysis runs on an image WORK_SIDE pixels long, whatever
     the camera gave (its speed is measured in benchmarks/realworld.py, not asserted here)."""
     from runtime.preprocess import WORK_SIDE, analyse_ink
@@ -185,7 +130,7 @@ def test_big_photo_is_analysed_at_the_working_size():
     assert abs(h - 12 / 28 * 0.4 * 3000) < 60  # the bar (12 of 28 rows, drawn 1,200 px tall), in input pixels
 
 
-def test_specks_paper_edge_and_shadow_are_ignored(mnist):
+def test_specks_paper_edge_and_shadow_are_ignored(mnist, paper_photo):
     digit = mnist[0][0]  # a 7
     img = paper_photo(digit, frac=0.4).astype(np.float32)
     img[:, 560:] = (60, 50, 40)  # the table beyond the paper's edge
@@ -200,7 +145,7 @@ def test_specks_paper_edge_and_shadow_are_ignored(mnist):
     assert x + w < 560
 
 
-def test_a_big_faint_mark_does_not_outweigh_the_inked_digit(mnist):
+def test_a_big_faint_mark_does_not_outweigh_the_inked_digit(mnist, paper_photo):
     # A loop drawn in a light grey (a pencil line, a faint printed frame)
     # carries more ink in total than the small digit written in pen; one
     # pen writes every stroke of the digit at full contrast.
@@ -234,7 +179,7 @@ def test_only_specks_is_no_digit():
         preprocess_digit(img)
 
 
-def test_dtypes_channels_and_alpha_give_the_same_result(mnist):
+def test_dtypes_channels_and_alpha_give_the_same_result(mnist, paper_photo):
     photo = paper_photo(mnist[0][1])
     reference = preprocess_digit(photo).pixels
     grey = cv2.cvtColor(photo, cv2.COLOR_BGR2GRAY)
@@ -262,13 +207,13 @@ def test_transparent_background_reads_as_paper(mnist):
 
 
 @pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".tiff", ".webp"])
-def test_formats_decode(mnist, ext):
+def test_formats_decode(mnist, ext, paper_photo, encode):
     photo = paper_photo(mnist[0][0], size=(120, 160))
     image = decode_image(encode(photo, ext))
     assert image.shape[:2] == (120, 160) and image.dtype == np.uint8
 
 
-def test_16bit_png_and_alpha_png_decode(mnist):
+def test_16bit_png_and_alpha_png_decode(mnist, paper_photo, encode):
     photo = paper_photo(mnist[0][0], size=(120, 160))
     deep = decode_image(encode(photo.astype(np.uint16) * 257, ".png"))
     assert deep.dtype == np.uint8 and np.abs(deep.astype(int) - photo).max() <= 1
@@ -276,12 +221,13 @@ def test_16bit_png_and_alpha_png_decode(mnist):
     assert decode_image(encode(rgba, ".png")).shape == (120, 160, 3)
 
 
-def test_exif_orientation_is_applied(mnist):
+def test_exif_orientation_is_applied(mnist, paper_photo, encode):
     """Phones store portrait photos sideways with an EXIF rotation tag."""
     photo = paper_photo(mnist[0][0], size=(120, 160))
     jpeg = encode(photo, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 95])
     # APP1 Exif segment, little-endian TIFF, one IFD entry: Orientation (0x0112) = 6 (rotate 90 CW)
-    tiff = b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHII", 0x0112, 3, 1, 6) + b"\x00" * 4
+    tiff = (b"II*\x00" + struct.pack("<I", 8) + struct.pack("<H", 1) + struct.pack("<HHII", 0x0112, 3, 1, 6)
+            + b"\x00" * 4)
     app1 = b"\xff\xe1" + struct.pack(">H", 2 + 6 + len(tiff)) + b"Exif\x00\x00" + tiff
     rotated = decode_image(jpeg[:2] + app1 + jpeg[2:])
     assert rotated.shape[:2] == (160, 120)
@@ -291,14 +237,15 @@ def test_exif_orientation_is_applied(mnist):
     (b"", "empty"),
     (b"this is not an image at all", "not a readable image"),
     (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + struct.pack(">II", 0, 10) + b"\x08\x02\x00\x00\x00", "zero size"),
-    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + struct.pack(">II", 60000, 60000) + b"\x08\x02\x00\x00\x00", "too large"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00\x00\x00\rIHDR" + struct.pack(">II", 60000, 60000) + b"\x08\x02\x00\x00\x00",
+     "too large"),
 ], ids=["empty", "text", "zero-size", "bomb"])
 def test_bad_bytes_are_typed_errors(data, message):
     with pytest.raises(RuntimeInputError, match=message):
         decode_image(data)
 
 
-def test_truncated_files_are_errors(mnist):
+def test_truncated_files_are_errors(mnist, paper_photo, encode):
     photo = paper_photo(mnist[0][0], size=(200, 260))
     for ext in (".jpg", ".png"):
         data = encode(photo, ext)
@@ -315,11 +262,11 @@ def test_tiny_images_are_errors():
 # ------------------------------------------------------------ accuracy floors
 
 
-@needs_model
+@pytest.mark.needs_model
 def test_synthetic_photos_reach_the_floors(mnist, clf):
     """A modest seeded set of single digits from the benchmark's generator (MNIST test digits only),
     with a floor a little below the benchmark's. Numbers: tests/test_reader_runtime.py."""
-    from benchmarks.synth_photos import generate_set
+    from train.synth_photos import generate_set
 
     images, labels = mnist
     digits = generate_set(images, labels, n_digits=200, n_numbers=0, seed=20240, max_side=800)

@@ -18,9 +18,10 @@ for _extra in ("starlette", "uvicorn", "python_multipart", "prometheus_client"):
     pytest.importorskip(_extra, reason="the serve extra is not installed (pip install -e '.[serve]')")
 
 from serve_process import REPO, cli_json, get, multipart, number_photo, post, serve  # noqa: E402
-from test_runtime_preprocess import encode, load_mnist_test, needs_model, paper_photo  # noqa: E402
 
-pytestmark = needs_model
+from benchmarks.serve_load import chunked_upload  # noqa: E402
+
+pytestmark = pytest.mark.needs_model
 
 BODY_LIMIT = 3_000_000
 PIXEL_LIMIT = 8_000_000
@@ -34,10 +35,10 @@ def server():
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory):
+def photos(tmp_path_factory, mnist_test, paper_photo, encode):
     """Digit photos (JPEG, PNG) and number photos, with what the CLI reads
     from the same files: the server must answer the same."""
-    images, labels = load_mnist_test()
+    images, labels = mnist_test
     root = tmp_path_factory.mktemp("serve-photos")
     digit_files, number_files = [], []
     for i, ext in enumerate([".jpg", ".png", ".jpg", ".webp"]):
@@ -103,7 +104,7 @@ def test_digit_answers_equal_the_cli(server, photos):
 
 
 def test_number_answers_equal_the_cli_raw_and_multipart(server, photos):
-    for path, label, expected in photos["number"]:
+    for path, _label, expected in photos["number"]:
         status, body, headers = post(server + "/v1/number", path.read_bytes())
         assert status == 200 and body == strip_path(expected), path
         form, ctype = multipart("image", path.name, path.read_bytes())
@@ -127,9 +128,10 @@ def test_concurrent_requests_all_answered_right(server, photos):
         assert status == 200 and body == expected
 
 
-@pytest.mark.parametrize("case", ["text", "pdf", "empty", "truncated", "corrupt", "bomb", "too_many_pixels", "blank", "tiny", "form_without_file"])
-def test_bad_requests_get_clear_json_errors(server, case):
-    images, _ = load_mnist_test()
+@pytest.mark.parametrize("case", ["text", "pdf", "empty", "truncated", "corrupt", "bomb", "too_many_pixels", "blank",
+                                  "tiny", "form_without_file"])
+def test_bad_requests_get_clear_json_errors(server, case, mnist_test, paper_photo, encode):
+    images, _ = mnist_test
     good = encode(paper_photo(images[0]), ".jpg")
     png_header = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
     data, ctype = {
@@ -182,7 +184,7 @@ def read_all(s: socket.socket) -> bytes:
     try:
         while chunk := s.recv(65536):
             chunks.append(chunk)
-    except (ConnectionResetError, socket.timeout):
+    except (TimeoutError, ConnectionResetError):
         pass
     return b"".join(chunks)
 
@@ -194,15 +196,7 @@ def test_oversized_bodies_are_refused_without_reading_them(server):
     declared = raw_request(port, (f"POST /v1/digit HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\n"
                                   f"Content-Length: {BODY_LIMIT + 1}\r\nConnection: close\r\n\r\n").encode(), [])
     assert declared.startswith(b"HTTP/1.1 413 ") and b"body too large" in declared
-    chunk = b"\xff" * 65536
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall(b"POST /v1/number HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
-        try:
-            for _ in range(BODY_LIMIT // len(chunk) + 2):
-                s.sendall(b"%x\r\n" % len(chunk) + chunk + b"\r\n")
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before the end: what we want
-        answer = read_all(s)
+    answer = chunked_upload(port, BODY_LIMIT + 65536, "/v1/number", timeout=10)
     assert answer.startswith(b"HTTP/1.1 413 ") and b"body too large" in answer
 
 

@@ -17,9 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from serve_process import cli_json, number_photo, serve
-from test_runtime_preprocess import encode, load_mnist_test, needs_model, paper_photo
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "",
                              shutil.which("chromium-browser") or "") if p and os.access(p, os.X_OK)), None)
@@ -39,7 +37,7 @@ def _browser_missing() -> str | None:
 _missing = _browser_missing()
 if _missing and os.environ.get("EDGE_DIGITS_REQUIRE_BROWSER") == "1":
     raise RuntimeError(f"browser tests required (EDGE_DIGITS_REQUIRE_BROWSER=1) but {_missing}")
-pytestmark = [needs_model, pytest.mark.skipif(_missing is not None, reason=f"browser test: {_missing}")]
+pytestmark = [pytest.mark.needs_model, pytest.mark.skipif(_missing is not None, reason=f"browser test: {_missing}")]
 
 GOOD, DOUBT = (0, 200, 83), (255, 160, 0)  # box colours of app.js
 
@@ -56,12 +54,12 @@ def write_y4m(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    return load_mnist_test()
+def mnist(mnist_test):
+    return mnist_test
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory, mnist):
+def video(tmp_path_factory, mnist, encode):
     """2 s of one number, then 2 s of another, as the camera sees them; the
     readings `runtime classify` makes of the same frames."""
     images, labels = mnist
@@ -116,7 +114,8 @@ def phone(browser, server):
 
 def canvas_pixel(page, x: int, y: int) -> tuple[int, int, int]:
     return tuple(page.evaluate(
-        "([x, y]) => Array.from(document.getElementById('view').getContext('2d').getImageData(x, y, 1, 1).data.slice(0, 3))",
+        "([x, y]) => Array.from(document.getElementById('view').getContext('2d')"
+        ".getImageData(x, y, 1, 1).data.slice(0, 3))",
         [x, y]))
 
 
@@ -149,7 +148,7 @@ def assert_boxes_drawn(page, expected_digits: list[dict]) -> None:
         assert darkest < 110, (d, darkest)
 
 
-def test_uploaded_photo_shows_the_cli_reading_with_boxes(phone, tmp_path, mnist):
+def test_uploaded_photo_shows_the_cli_reading_with_boxes(phone, tmp_path, mnist, encode):
     images, labels = mnist
     path = tmp_path / "row.jpg"
     path.write_bytes(encode(number_photo([images[k] for k in (3, 4, 5)], seed=3), ".jpg"))
@@ -166,7 +165,7 @@ def test_uploaded_photo_shows_the_cli_reading_with_boxes(phone, tmp_path, mnist)
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
 
 
-def test_a_large_photo_decoded_reduced_gets_its_boxes_scaled(phone, tmp_path, mnist):
+def test_a_large_photo_decoded_reduced_gets_its_boxes_scaled(phone, tmp_path, mnist, encode):
     """A 2400x1800 JPEG is decoded at half size by the runtime: the boxes
     (in the decoded pixels, X-Image-Size) must still land on the digits."""
     images, labels = mnist
@@ -180,7 +179,7 @@ def test_a_large_photo_decoded_reduced_gets_its_boxes_scaled(phone, tmp_path, mn
     assert_boxes_drawn(phone, expected["digits"])
 
 
-def test_single_digit_mode_and_a_photo_without_digits(phone, tmp_path, mnist):
+def test_single_digit_mode_and_a_photo_without_digits(phone, tmp_path, mnist, paper_photo, encode):
     images, labels = mnist
     digit = tmp_path / "digit.png"
     digit.write_bytes(encode(paper_photo(images[2], seed=2), ".png"))

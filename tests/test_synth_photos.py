@@ -1,9 +1,8 @@
 """The benchmark's photo generator knows where each digit of a number is
-(benchmarks/photo_crops.py labels pieces by it)."""
-import numpy as np
+(train/photo_crops.py labels pieces by it)."""
 
-from benchmarks.synth_photos import generate_set
 from train.idx import load_split
+from train.synth_photos import generate_set
 
 
 def test_digit_boxes_hold_each_digits_ink_left_to_right(mnist_dir):

@@ -3,21 +3,63 @@ import os
 import signal
 import subprocess
 import sys
+from dataclasses import asdict
+from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, write_dataset
 from train import checkpoint, trainer
 from train.__main__ import main as train_main
 from train.config import TrainConfig
 from train.models import build_model, count_parameters
 
+REPO = Path(__file__).resolve().parents[1]
 
-def test_seed_model_matches_the_reference_exactly():
-    model = build_model("seed")
-    assert count_parameters(model) == 507_420
-    assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+
+class TutorialCNN(torch.nn.Module):
+    """The tutorial's network written out as the tutorial writes it: named layers, activations in forward."""
+
+    def __init__(self):
+        super().__init__()
+        nn = torch.nn
+        self.conv1 = nn.Conv2d(1, 5, 3, padding=1)
+        self.conv2, self.bn2 = nn.Conv2d(5, 10, 3, padding=1), nn.BatchNorm2d(10)
+        self.conv3, self.bn3 = nn.Conv2d(10, 20, 3, padding=1), nn.BatchNorm2d(20)
+        self.conv4, self.bn4 = nn.Conv2d(20, 40, 3, padding=1), nn.BatchNorm2d(40)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(40 * 7 * 7, 200), nn.Linear(200, 500), nn.Linear(500, 10)
+        self.dropout = nn.Dropout(0.5)
+
+    def forward(self, x):
+        relu, pool = torch.relu, torch.nn.functional.max_pool2d
+        x = relu(self.conv1(x))
+        x = pool(relu(self.bn2(self.conv2(x))), 2)
+        x = relu(self.bn3(self.conv3(x)))
+        x = pool(relu(self.bn4(self.conv4(x))), 2)
+        x = self.dropout(relu(self.fc1(x.flatten(1))))
+        return self.fc3(relu(self.fc2(x)))
+
+
+def test_seed_model_is_the_tutorials_architecture():
+    torch.manual_seed(0)
+    seed, tutorial = build_model("seed"), TutorialCNN()
+    assert count_parameters(seed) == count_parameters(tutorial) == 507_420
+    # Layer for layer: the same parameter and buffer shapes in the same order...
+    ours, theirs = seed.state_dict(), tutorial.state_dict()
+    assert [tuple(t.shape) for t in ours.values()] == [tuple(t.shape) for t in theirs.values()]
+    # ...and the same function: with the seed's weights (BatchNorm statistics made non-trivial first),
+    # the tutorial's forward pass gives the seed's logits.
+    with torch.no_grad():
+        for module in seed.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 2.0)
+    tutorial.load_state_dict(dict(zip(theirs, ours.values())))
+    seed.eval(), tutorial.eval()
+    x = torch.randn(8, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(seed(x), tutorial(x), atol=1e-6)
+    assert seed(x).shape == (8, 10)
 
 
 @pytest.mark.parametrize("recipe", ["fast", "best"])
@@ -33,13 +75,7 @@ def test_unknown_architecture():
         build_model("nope")
 
 
-def small_config(out, data_dir, **overrides) -> TrainConfig:
-    settings = dict(data_dir=str(data_dir), download=False, train_subset=3000, val_size=1000,
-                    epochs=2, batch_size=100, eval_interval=10, out_dir=str(out), augment=True)
-    return TrainConfig.from_recipe("fast", **{**settings, **overrides})
-
-
-def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir):
+def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir, small_config):
     summary = trainer.train(small_config(tmp_path, mnist_dir))
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     losses = [p["loss"] for p in metrics["train"]]
@@ -57,20 +93,20 @@ def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path, mnist_dir):
+def test_checkpoint_loads_with_weights_only(tmp_path, mnist_dir, small_config):
     trainer.train(small_config(tmp_path, mnist_dir, epochs=1, train_subset=500))
     obj = torch.load(tmp_path / "best.pt", weights_only=True)
     assert obj["format"] == "edge-digits-checkpoint"
 
 
-def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monkeypatch):
+def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monkeypatch, small_config):
     full = trainer.train(small_config(tmp_path / "full", mnist_dir))
 
     real_evaluate = trainer.evaluate
 
     def evaluate_then_signal(cfg, model, splits, device, progress):
         improved = real_evaluate(cfg, model, splits, device, progress)
-        if progress["iteration"] == 40:  # mid-epoch: the batch order must survive too
+        if progress.iteration == 40:  # mid-epoch: the batch order must survive too
             os.kill(os.getpid(), signal.SIGINT)
         return improved
 
@@ -86,6 +122,22 @@ def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monke
     b = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["iterations"] == full["iterations"] and resumed["test_accuracy"] == full["test_accuracy"]
+
+
+def test_resume_refuses_command_line_settings_it_would_drop(tmp_path):
+    from train.__main__ import given_on_command_line
+
+    saved = asdict(TrainConfig.from_recipe("fast", device="cpu"))
+    cfg = TrainConfig.from_recipe("fast", device="cuda", lr=0.5)
+    argv = ["--resume", "--out", "runs/x", "--lr", "0.5", "--widths", "8", "8", "8", "--device", "cuda", "--seed", "0"]
+    given = given_on_command_line(argv)
+    assert given == {"lr": 0.5, "widths": [8, 8, 8], "device": "cuda", "seed": 0}
+    changed = r"--lr 0.5 \(the run has 0.01\); --widths \[8, 8, 8\] \(the run has \[16, 32, 64\]\)"
+    with pytest.raises(ValueError, match=changed):
+        trainer.resumed_config(saved, given, cfg, tmp_path / "resume.pt")
+    # the same values, and a new device: taken, the device from the command line
+    resumed = trainer.resumed_config(saved, {"lr": saved["lr"], "device": "cuda", "seed": 0}, cfg, tmp_path)
+    assert resumed == TrainConfig(**{**saved, "device": "cuda"})
 
 
 def test_crash_during_save_leaves_no_partial_file(tmp_path, monkeypatch):
@@ -118,7 +170,7 @@ def test_sigkill_during_save_never_exposes_a_partial_checkpoint(tmp_path):
     assert not target.exists()
 
 
-def test_other_datasets_in_the_same_format_train(tmp_path):
+def test_other_datasets_in_the_same_format_train(tmp_path, write_dataset):
     data = write_dataset(tmp_path / "data", n_train=1200)
     out = tmp_path / "out"
     code = train_main(["--dataset", "fashion-mnist", "--data-dir", str(data), "--no-download", "--epochs", "2",
@@ -129,7 +181,7 @@ def test_other_datasets_in_the_same_format_train(tmp_path):
     assert ckpt["metrics"]["test_accuracy"] > 0.9  # the bars are easy to tell apart
 
 
-def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
+def test_cli_reports_bad_data_in_one_line(tmp_path, capsys, write_dataset):
     data = write_dataset(tmp_path)
     (data / "train-labels-idx1-ubyte").write_bytes(b"garbage")
     assert train_main(["--data-dir", str(data), "--no-download", "--out", str(tmp_path / "o")]) == 1
@@ -161,16 +213,17 @@ def test_training_benchmark_compares_recipes_in_one_run(tmp_path, mnist_dir):
     rows = json.loads(out.read_text())
     assert [r["recipe"] for r in rows] == ["reference", "fast"]
     for r in rows:
-        assert r["time_to_threshold"] is not None and r["time_to_threshold"] <= r["train_seconds"] + 0.01  # both rounded
+        # both rounded
+        assert r["time_to_threshold"] is not None and r["time_to_threshold"] <= r["train_seconds"] + 0.01
         assert 0 <= r["other_load"] <= 1
 
 
-def test_photo_crops_teach_what_the_training_split_lacks(tmp_path):
+def test_photo_crops_teach_what_the_training_split_lacks(tmp_path, write_dataset, write_idx, small_config):
     # The training split holds classes 0-4 only; classes 5-9 are only in
     # the two photo-crops files. Telling them apart on the test split
     # proves the crops of both reach the batches with their labels.
     import numpy as np
-    from conftest import write_idx
+
     from train.idx import load_split
 
     data = write_dataset(tmp_path / "data", n_train=1000)
@@ -193,11 +246,12 @@ def test_photo_crops_teach_what_the_training_split_lacks(tmp_path):
     assert accuracy > 0.8, accuracy
 
 
-def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path):
+def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path, write_dataset, small_config):
     # Crops labelled -1 (pieces that are no digit) must leave the model
     # unsure of their kind (left halves of digits, here), which the same run
     # without them is fairly sure of.
     import numpy as np
+
     from train.idx import load_split
 
     data = write_dataset(tmp_path / "data", n_train=1000)
@@ -217,7 +271,7 @@ def test_photo_crops_that_are_no_digit_are_trained_toward_doubt(tmp_path):
     assert sureness["with"] < 0.3 < sureness["without"], sureness
 
 
-def test_bad_photo_crops_file_is_named(tmp_path, capsys):
+def test_bad_photo_crops_file_is_named(tmp_path, capsys, write_dataset):
     data = write_dataset(tmp_path / "data")
     bad = tmp_path / "crops.npz"
     bad.write_bytes(b"not an npz")
@@ -231,7 +285,7 @@ def test_bad_photo_crops_file_is_named(tmp_path, capsys):
     assert "--photo-crops and --photo-share go together" in capsys.readouterr().err
 
 
-def test_init_starts_from_the_checkpoints_weights(tmp_path):
+def test_init_starts_from_the_checkpoints_weights(tmp_path, write_dataset, small_config):
     data = write_dataset(tmp_path / "data", n_train=1200)
     base = small_config(tmp_path / "a", data, train_subset=0, val_size=200, epochs=2)
     first = trainer.train(base)
@@ -246,7 +300,7 @@ def test_init_starts_from_the_checkpoints_weights(tmp_path):
                                    arch_config={}))
 
 
-# --- issue 14: no tracebacks, no leftovers ------------------------------------------------------------
+# --- no tracebacks, no leftovers ------------------------------------------------------------
 
 
 def test_resume_from_a_best_pt_is_named_not_a_keyerror(tmp_path, capsys):

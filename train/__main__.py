@@ -8,14 +8,26 @@ import sys
 from . import distributed
 from .checkpoint import CheckpointError
 from .config import DEFAULT_RECIPE, RECIPES, TrainConfig
-from .data import DATASETS, DataError
 from .files import sigterm_as_interrupt
+from .idx import DATASETS, DataError
 from .models import ARCHS
 from .reader import train_reader
 from .trainer import Interrupted, train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
+    return parser().parse_args(argv)
+
+
+def given_on_command_line(argv: list[str]) -> dict:
+    """The settings the command line names itself (not the defaults): what --resume must not silently drop."""
+    p = parser()
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+    return {k: v for k, v in vars(p.parse_args(argv)).items() if k not in ("resume", "nproc", "out_dir")}
+
+
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m train", description=__doc__,
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--recipe", choices=RECIPES, default=DEFAULT_RECIPE,
@@ -39,33 +51,37 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--cut-pieces", type=float,
                    help="digits cut out of touching pairs (as the runtime cuts numbers) per digit in a batch")
     p.add_argument("--photo-crops", metavar="NPZ", nargs="+",
-                   help="files of labelled model inputs cut out of photos by the runtime (python -m benchmarks.photo_crops)")
+                   help="files of labelled model inputs cut out of photos by the runtime (python -m train.photo_crops)")
     p.add_argument("--photo-share", type=float, help="photo crops per digit in a batch")
     p.add_argument("--photo-rows", metavar="NPZ", nargs="+",
-                   help="reader: files of rows cut out of photos by the runtime (python -m benchmarks.photo_rows); "
+                   help="reader: files of rows cut out of photos by the runtime (python -m train.photo_rows); "
                         "their share of a batch is --photo-share")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same architecture)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
-    p.add_argument("--data-dir", help="directory with the four IDX files (default: $EDGE_DIGITS_DATA, then ./data)")
+    p.add_argument("--data-dir",
+                   help="directory with the four IDX files (default: $EDGE_DIGITS_DATA, then ./data/MNIST/raw)")
     p.add_argument("--download", action=argparse.BooleanOptionalAction, default=True,
                    help="download with torchvision when the files are absent")
     p.add_argument("--val-size", type=int, default=5000, help="training images held out for validation")
     p.add_argument("--train-subset", type=int, default=0, help="train on the first N images only (0 = all)")
-    p.add_argument("--eval-interval", type=int, help="iterations between validation runs (default: the recipe's, else 100)")
+    p.add_argument("--eval-interval", type=int,
+                   help="iterations between validation runs (default: the recipe's, else 100)")
     p.add_argument("--patience", type=int, default=0,
                    help="stop after this many evaluations without validation improvement (0 = off)")
     p.add_argument("--log-test", action="store_true",
                    help="also record test accuracy at each evaluation (reporting only, never steers)")
     p.add_argument("--out", dest="out_dir", default="runs/latest", help="output directory")
-    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out with its own settings (--device may change; "
+                        "any other flag that differs is refused)")
     p.add_argument("--nproc", type=int, default=1,
                    help="training processes on this machine (started by torchrun's machinery); --batch-size "
                         "stays the global batch. Under torchrun itself leave it at 1")
     p.add_argument("--sync-bn", action="store_true",
                    help="several CUDA processes: BatchNorm statistics over the global batch (SyncBatchNorm)")
-    return p.parse_args(argv)
+    return p
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -104,7 +120,8 @@ def main(argv=None) -> int:
         if cfg.arch == "reader" and world.distributed:
             raise ValueError("the row reader trains on one process (no torchrun, no --nproc)")
         with sigterm_as_interrupt():  # while writing results too: no temporary file left behind
-            summary = (train_reader if cfg.arch == "reader" else train)(cfg, resume=args.resume)
+            trainer = train_reader if cfg.arch == "reader" else train
+            summary = trainer(cfg, resume=args.resume, given=given_on_command_line(argv))
     except Interrupted as e:
         if world.main:
             print(f"interrupted: {e}", file=sys.stderr)
@@ -124,7 +141,8 @@ def main(argv=None) -> int:
     print(f"  test accuracy            {100 * summary['test_accuracy']:.2f}%")
     if "clean_5_digit_row_accuracy" in summary:
         print(f"  clean 5-digit test rows  {100 * summary['clean_5_digit_row_accuracy']:.2f}%")
-    print(f"  wrote best.pt, metrics.json, curves.png{'' if cfg.arch == 'reader' else ', confusion.png'} to {args.out_dir}")
+    confusion = "" if cfg.arch == "reader" else ", confusion.png"
+    print(f"  wrote best.pt, metrics.json, curves.png{confusion} to {args.out_dir}")
     return 0
 
 

@@ -84,7 +84,8 @@ def load_model(ckpt: dict, path: str | os.PathLike = "checkpoint") -> torch.nn.M
         model = build_model(ckpt["arch"], **ckpt["arch_config"])
         model.load_state_dict(ckpt["state_dict"])
     except (TypeError, RuntimeError, KeyError) as e:
-        raise CheckpointError(f"{path}: weights do not fit architecture {ckpt.get('arch')!r} ({str(e)[:200]})") from None
+        raise CheckpointError(f"{path}: weights do not fit architecture {ckpt.get('arch')!r} "
+                              f"({str(e)[:200]})") from None
     return model.eval()
 
 

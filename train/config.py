@@ -65,7 +65,7 @@ class TrainConfig:
     out_dir: str = "runs/latest"
 
     @classmethod
-    def from_recipe(cls, recipe: str, **overrides) -> "TrainConfig":
+    def from_recipe(cls, recipe: str, **overrides) -> TrainConfig:
         if recipe not in RECIPES:
             raise ValueError(f"unknown recipe {recipe!r} (known: {', '.join(RECIPES)})")
         known = {f.name for f in fields(cls)}

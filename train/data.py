@@ -13,14 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .idx import DATA_ENV, DataError, SPLITS, data_dir_from, find_file, load_split
-
-DATASETS = {
-    # name: (torchvision class used only for downloading, class labels)
-    "mnist": ("MNIST", [str(d) for d in range(10)]),
-    "fashion-mnist": ("FashionMNIST", ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-                                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
-}
+from .idx import DATASETS, DataError, load_split
 
 
 @dataclass
@@ -33,61 +26,9 @@ class Splits:
     test_y: torch.Tensor
     classes: list[str]
 
-    def to(self, device: torch.device) -> "Splits":
+    def to(self, device: torch.device) -> Splits:
         moved = {k: v.to(device) for k, v in vars(self).items() if isinstance(v, torch.Tensor)}
         return Splits(**moved, classes=self.classes)
-
-
-def has_files(data_dir: Path) -> bool:
-    try:
-        for stems in SPLITS.values():
-            for stem in stems:
-                find_file(data_dir, stem)
-        return True
-    except DataError:
-        return False
-
-
-def resolve_data_dir(data_dir: str | None, dataset: str, download: bool) -> Path:
-    """Where the four IDX files are: the flag, then $EDGE_DIGITS_DATA, then ./data.
-
-    torchvision's download is the fallback when the files are absent, and only if allowed.
-    """
-    tv_name = DATASETS[dataset][0]
-    path = data_dir_from(data_dir, Path("data") / tv_name / "raw")
-    if has_files(path):
-        return path
-    if not download:
-        raise DataError(f"{path}: no {dataset} IDX files here (pass --data-dir or set {DATA_ENV}, "
-                        "or allow --download)")
-    import torchvision.datasets  # only needed for this rare path
-
-    root = path.parent.parent if path.name == "raw" and path.parent.name == tv_name else path
-    print(f"downloading {dataset} into {root} ...")
-    target = root / tv_name / "raw"
-    created = [d for d in (root, root / tv_name, target) if not d.exists()]
-    try:
-        for train in (True, False):
-            getattr(torchvision.datasets, tv_name)(root, train=train, download=True)
-    except Exception as e:  # noqa: BLE001  network, HTTP, checksum, disk: all mean "no data"
-        _remove_empty(created)
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise DataError(f"{path}: no {dataset} IDX files here, and the download failed ({reason}); "
-                        f"pass --data-dir or set {DATA_ENV}") from None
-    except BaseException:
-        _remove_empty(created)
-        raise
-    return target
-
-
-def _remove_empty(directories: list[Path]) -> None:
-    """Remove the directories a failed download created, deepest first, if
-    nothing else was put there (partial downloads are torchvision's to keep)."""
-    for d in sorted(directories, key=lambda p: len(p.parts), reverse=True):
-        try:
-            d.rmdir()
-        except OSError:
-            pass
 
 
 def load_splits(data_dir: Path, dataset: str, val_size: int, seed: int) -> Splits:

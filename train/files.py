@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import glob
 import os
+import shutil
 import signal
 import tempfile
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 
 @contextmanager
@@ -27,6 +28,17 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+
+
+def copy_file(source: str | os.PathLike, dest: str | os.PathLike) -> Path:
+    with atomic_output(dest) as tmp:
+        shutil.copyfile(source, tmp)
+    return Path(dest)
 
 
 def stale_temps(directory: str | os.PathLike, names: Iterable[str]) -> list[Path]:

@@ -1,7 +1,8 @@
-"""Read and validate IDX files (the MNIST file format), with numpy only.
+"""Find, read and validate IDX files (the MNIST file format), with numpy only.
 
 Kept free of torch so that benchmarks and tools that only need the raw
-digits (for example the synthetic photo generator) can use it too.
+digits (for example the synthetic photo generator) can use it too; only
+the download fallback of `resolve_data_dir` imports torchvision, when used.
 
 IDX layout: 2 zero bytes, a type byte (0x08 = uint8), a byte with the number
 of dimensions, then one big-endian uint32 per dimension, then the data.
@@ -26,12 +27,83 @@ class DataError(Exception):
     """A dataset file is missing, corrupt, truncated or inconsistent."""
 
 
-def data_dir_from(flag: str | os.PathLike | None, default: str | os.PathLike | None = None) -> Path:
-    """Where the IDX files are: the flag, else $EDGE_DIGITS_DATA, else ``default``; DataError if none is given."""
-    chosen = flag or os.environ.get(DATA_ENV) or default
-    if not chosen:
-        raise DataError(f"no data directory: pass --data-dir or set {DATA_ENV} to the directory of the IDX files")
-    return Path(chosen)
+DATASETS = {
+    # name: (torchvision class used only for downloading, class labels)
+    "mnist": ("MNIST", [str(d) for d in range(10)]),
+    "fashion-mnist": ("FashionMNIST", ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                                       "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]),
+}
+
+
+def default_data_dir(dataset: str = "mnist") -> Path:
+    """Where torchvision puts a download below ./data, and so where a clone keeps its own copy."""
+    return Path("data") / DATASETS[dataset][0] / "raw"
+
+
+def missing_files(data_dir: str | os.PathLike) -> list[str]:
+    """Which of the four IDX files (plain or .gz) ``data_dir`` lacks."""
+    missing = []
+    for stems in SPLITS.values():
+        for stem in stems:
+            try:
+                find_file(data_dir, stem)
+            except DataError:
+                missing.append(stem)
+    return missing
+
+
+def resolve_data_dir(flag: str | os.PathLike | None = None, dataset: str = "mnist", download: bool = False) -> Path:
+    """The one answer to "where are the IDX files?", for every command, benchmark and test.
+
+    The flag, else $EDGE_DIGITS_DATA, else ./data/<Name>/raw. When the chosen
+    directory lacks the files, torchvision downloads them there if
+    ``download`` allows (only training and the pipeline allow it); otherwise a
+    DataError says where it looked and how to point elsewhere.
+    """
+    chosen = flag or os.environ.get(DATA_ENV)
+    path = Path(chosen) if chosen else default_data_dir(dataset)
+    missing = missing_files(path)
+    if not missing:
+        return path
+    where = ("from --data-dir" if flag else f"from ${DATA_ENV}" if chosen
+             else f"neither --data-dir nor ${DATA_ENV} is set")
+    if not download:
+        what = f"no {dataset} IDX files here" if len(missing) == 4 else f"lacks {', '.join(missing)}[.gz]"
+        raise DataError(f"{path}: {what} ({where}); pass --data-dir or set {DATA_ENV} "
+                        "to the directory of the four IDX files")
+    return _download(path, dataset)
+
+
+def _download(path: Path, dataset: str) -> Path:
+    import torchvision.datasets  # the rare path: a clone without data, with network
+
+    tv_name = DATASETS[dataset][0]
+    root = path.parent.parent if path.name == "raw" and path.parent.name == tv_name else path
+    print(f"downloading {dataset} into {root} ...")
+    target = root / tv_name / "raw"
+    created = [d for d in (root, root / tv_name, target) if not d.exists()]
+    try:
+        for train in (True, False):
+            getattr(torchvision.datasets, tv_name)(root, train=train, download=True)
+    except Exception as e:  # noqa: BLE001  network, HTTP, checksum, disk: all mean "no data"
+        _remove_empty(created)
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise DataError(f"{path}: no {dataset} IDX files here, and the download failed ({reason}); "
+                        f"pass --data-dir or set {DATA_ENV}") from None
+    except BaseException:
+        _remove_empty(created)
+        raise
+    return target
+
+
+def _remove_empty(directories: list[Path]) -> None:
+    """Remove the directories a failed download created, deepest first, if
+    nothing else was put there (partial downloads are torchvision's to keep)."""
+    for d in sorted(directories, key=lambda p: len(p.parts), reverse=True):
+        try:
+            d.rmdir()
+        except OSError:
+            pass
 
 
 def find_file(data_dir: str | os.PathLike, stem: str) -> Path:

@@ -21,11 +21,12 @@ from tqdm import tqdm
 
 from . import checkpoint, plots
 from .config import TrainConfig
-from .data import DataError, load_splits, resolve_data_dir
+from .data import DataError, load_splits
 from .files import atomic_output, clean_stale_temps
+from .idx import resolve_data_dir
 from .models import RowReader, build_model, count_parameters
 from .rows import ROW_HEIGHT, RowBatch, RowMaker
-from .trainer import OUTPUTS, Interrupted, autocast, make_optimizer, pick_device, stop_requests
+from .trainer import OUTPUTS, Interrupted, autocast, make_optimizer, pick_device, resumed_config, stop_requests
 
 DIGITS_PER_ROW = 4.6  # mean of train.rows.DIGIT_COUNTS: an "epoch" shows each training digit about once
 EVAL_ROWS = 2000
@@ -100,7 +101,8 @@ class PhotoRows:
     def __init__(self, paths: list[str], device):
         parts = [load_photo_rows(p) for p in paths]
         width = max(p[0].shape[2] for p in parts)
-        self.images = torch.cat([F.pad(torch.from_numpy(im), (0, width - im.shape[2])) for im, _, _ in parts]).to(device)
+        padded = [F.pad(torch.from_numpy(im), (0, width - im.shape[2])) for im, _, _ in parts]
+        self.images = torch.cat(padded).to(device)
         self.widths = torch.from_numpy(np.concatenate([w for _, w, _ in parts])).long().to(device)
         self.texts = [t for _, _, texts in parts for t in texts]
 
@@ -134,7 +136,7 @@ def join(a: RowBatch, b: RowBatch) -> RowBatch:
                     torch.cat([a.targets, b.targets]), torch.cat([a.lengths, b.lengths]))
 
 
-def train_reader(cfg: TrainConfig, resume: bool = False) -> dict:
+def train_reader(cfg: TrainConfig, resume: bool = False, given: dict | None = None) -> dict:
     out = Path(cfg.out_dir)
     clean_stale_temps(out, OUTPUTS)  # of a run killed while writing
     resume_path = out / "resume.pt"
@@ -142,7 +144,7 @@ def train_reader(cfg: TrainConfig, resume: bool = False) -> dict:
     if saved is not None:
         if not all(k in saved for k in ("config", "model", "optimizer", "scheduler", "generator", "state")):
             raise checkpoint.CheckpointError(f"{resume_path}: not a row reader's resume state")
-        cfg = TrainConfig(**saved["config"])
+        cfg = resumed_config(saved["config"], given or {}, cfg, resume_path)  # changed settings are refused
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     splits = load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download), cfg.dataset, cfg.val_size,

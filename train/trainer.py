@@ -7,7 +7,7 @@ import json
 import signal
 import time
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -16,8 +16,9 @@ from tqdm import tqdm
 
 from . import checkpoint, distributed, plots
 from .config import TrainConfig
-from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, resolve_data_dir, to_input
+from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, to_input
 from .files import atomic_output, clean_stale_temps
+from .idx import resolve_data_dir
 from .models import build_model, count_parameters
 from .pieces import make_cut_pieces, make_outliers
 
@@ -27,6 +28,43 @@ POOL = 30_000  # outliers and cut pieces made once per run; augmentation varies 
 
 class Interrupted(Exception):
     """Training stopped on SIGINT/SIGTERM after saving a resumable state."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands: saved in resume.pt on interruption (as a plain dict), restored by --resume."""
+
+    steps_per_epoch: int
+    epoch: int = 0
+    step: int = 0                        # within the epoch
+    iteration: int = 0                   # over the run
+    train_seconds: float = 0.0
+    perm: torch.Tensor | None = None     # this epoch's batch order
+    best_val: float = -1.0
+    best_iteration: int = 0
+    best_state: dict | None = None       # weights at the best validation accuracy, on the CPU
+    evals_since_best: int = 0
+    history: dict = field(default_factory=lambda: {"train": [], "eval": []})
+
+    def as_state(self) -> dict:
+        return dict(vars(self))  # shallow: tensors are saved as they are, not copied
+
+
+@dataclass
+class Loop:
+    """What the optimisation loop works with, built once per run (or per resume)."""
+
+    model: torch.nn.Module
+    net: torch.nn.Module                 # what a step calls: DDP around ``model`` on several processes
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LRScheduler
+    gen: torch.Generator                 # batch order (the same on every process) and, alone, augmentation
+    batch_gen: torch.Generator           # this process's augmentation and pool picks
+    splits: Splits
+    pools: dict
+    device: torch.device
+    world: distributed.World
+    stop: dict                           # {"signal": name or None}, set by stop_requests()
 
 
 def pick_device(name: str) -> torch.device:
@@ -89,10 +127,12 @@ def make_optimizer(model, cfg: TrainConfig, total_steps: int):
     return opt, sched
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, given: dict | None = None) -> dict:
     """Train per ``cfg`` and write checkpoint, metrics and plots to ``cfg.out_dir``. Returns the summary.
 
-    Under torchrun every process calls this; rank 0 alone evaluates and writes
+    ``resume``: continue the interrupted run in ``cfg.out_dir`` with its saved settings; ``given`` are the
+    settings the command line named explicitly, refused when they differ from the saved ones (only
+    RESUME_MAY_CHANGE may). Under torchrun every process calls this; rank 0 alone evaluates and writes
     files, and every process returns its summary."""
     world = distributed.from_env()
     # The device comes from this call's --device, also on --resume: a run may continue elsewhere.
@@ -100,10 +140,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
     # Signals are caught from the start: a launcher's SIGTERM that reaches one
     # process while another is still loading data must not kill it outright.
     with stop_requests() as stop, distributed.process_group(world, device):
-        return train_on(world, device, cfg, resume, stop)
+        return train_on(world, device, cfg, resume, given or {}, stop)
 
 
-def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, resume: bool, stop: dict) -> dict:
+def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, resume: bool, given: dict,
+             stop: dict) -> dict:
     say = print if world.main else (lambda *args, **kwargs: None)
     out = Path(cfg.out_dir)
     resume_path = out / "resume.pt"
@@ -111,7 +152,7 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
     clean_stale_temps(out, OUTPUTS)  # of a run killed while writing
     if resume:
         state = load_resume_state(resume_path, world)
-        cfg = TrainConfig(**{**state["config"], "device": cfg.device})
+        cfg = resumed_config(state["config"], given, cfg, resume_path)
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -137,9 +178,7 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
         batch_gen = torch.Generator().manual_seed(cfg.seed + 1000 * (world.rank + 1))
         torch.manual_seed(cfg.seed + 1000 * (world.rank + 1))  # after building the model: same initial weights
 
-    progress = dict(steps_per_epoch=steps_per_epoch, epoch=0, step=0, iteration=0, train_seconds=0.0, perm=None,
-                    best_val=-1.0, best_iteration=0, best_state=None, evals_since_best=0,
-                    history={"train": [], "eval": []})
+    progress = Progress(steps_per_epoch)
     if state is not None:
         try:
             model.load_state_dict(state["model"])
@@ -158,26 +197,53 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
             raise ValueError(f"{resume_path}: {state['progress']['steps_per_epoch']} steps per epoch, here "
                              f"{steps_per_epoch} (a last small batch splits differently over {world.size} "
                              "processes): resume with the number of processes of the interrupted run")
-        progress.update(state["progress"])
-        say(f"resuming from {resume_path} at iteration {progress['iteration']}")
+        try:
+            progress = Progress(**state["progress"])
+        except TypeError as e:
+            raise checkpoint.CheckpointError(f"{resume_path}: resume state from another version ({e})") from None
+        say(f"resuming from {resume_path} at iteration {progress.iteration} on {device}")
     net = distributed.wrap(model, world, device, cfg.sync_bn)
 
     on = f"{device}" if not world.distributed else \
         f"{world.size} processes on {device.type} (global batch {cfg.batch_size}, ~{cfg.batch_size // world.size} each)"
     say(f"{cfg.recipe} recipe: {cfg.arch} ({count_parameters(model):,} parameters) on {on}, "
         f"{n:,} train / {len(splits.val_x):,} val images, {cfg.epochs} epochs of {steps_per_epoch} steps")
-    pools = make_pools(cfg, splits, device)
-    stopped_early = run_epochs(cfg, model, opt, sched, gen, splits, pools, device, progress, stop,
-                               steps_per_epoch, net=net, world=world, batch_gen=batch_gen)
+    loop = Loop(model, net, opt, sched, gen, batch_gen, splits, make_pools(cfg, splits, device), device, world, stop)
+    stopped_early = run_epochs(cfg, loop, progress)
     # Every process decides alike: the loop returned at the same step everywhere, and a
     # signal after its last step (during the test evaluation, say) lets the run finish.
-    if stop["signal"] and not stopped_early and progress["iteration"] < cfg.epochs * steps_per_epoch:
-        save_resume_state(resume_path, cfg, model, opt, sched, gen, progress, world, batch_gen)
+    if stop["signal"] and not stopped_early and progress.iteration < cfg.epochs * steps_per_epoch:
+        save_resume_state(resume_path, cfg, loop, progress)
         distributed.barrier(world)  # nobody exits before the state is on disk
-        raise Interrupted(f"{stop['signal']} at iteration {progress['iteration']}: state saved to "
+        raise Interrupted(f"{stop['signal']} at iteration {progress.iteration}: state saved to "
                           f"{resume_path}; continue with --resume --out {out}")
-    summary = finish(cfg, model, splits, device, progress, stopped_early, out, resume_path) if world.main else None
+    summary = finish(cfg, loop, progress, stopped_early, out, resume_path) if world.main else None
     return distributed.from_main(summary, world)
+
+
+# Settings a resumed run may take from the command line: where it runs, not what it computes.
+RESUME_MAY_CHANGE = ("device",)
+
+
+def resumed_config(saved: dict, given: dict, cfg: TrainConfig, path: Path) -> TrainConfig:
+    """The interrupted run's settings, with the command line's device. Any other setting the command
+    line names with a different value is refused, not silently dropped: the run would not be the one
+    that was interrupted."""
+    saved_cfg = TrainConfig(**saved)
+    differ = []
+    for key, value in given.items():
+        if key in ("widths", "depth"):
+            before = saved_cfg.arch_config.get(key)
+        elif key in saved and key not in RESUME_MAY_CHANGE and key != "out_dir":
+            before = saved[key]
+        else:
+            continue
+        if value != before:
+            differ.append(f"--{key.replace('_', '-')} {value} (the run has {before})")
+    if differ:
+        raise ValueError(f"{path}: --resume continues the interrupted run with its own settings; the command line "
+                         f"changes {'; '.join(differ)}: leave those flags out, or start a new run with another --out")
+    return TrainConfig(**{**saved, **{k: getattr(cfg, k) for k in RESUME_MAY_CHANGE}})
 
 
 def load_resume_state(path: Path, world: distributed.World) -> dict:
@@ -258,29 +324,29 @@ def batch_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor):
     return loss, n, ((logits.argmax(1) == y).float() * digit).sum()
 
 
-def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device, progress, stop,
-               steps_per_epoch, net=None, world=distributed.World(), batch_gen=None) -> bool:
+def run_epochs(cfg: TrainConfig, loop: Loop, progress: Progress) -> bool:
     """The optimisation loop proper. Returns True if early stopping ended it.
 
-    ``net`` is what the step calls (DDP around ``model`` on several processes);
-    ``model`` is evaluated, by rank 0 only. Several processes agree on
-    stopping (signal, early stop) every LOG_INTERVAL steps and at evaluations."""
-    net, batch_gen = net or model, batch_gen or gen
+    A step calls ``loop.net``; ``loop.model`` is evaluated, by rank 0 only. Several processes agree
+    on stopping (signal, early stop) every LOG_INTERVAL steps and at evaluations."""
+    model, net, opt, sched, gen, splits, device, world, stop = (loop.model, loop.net, loop.opt, loop.sched, loop.gen,
+                                                                 loop.splits, loop.device, loop.world, loop.stop)
+    steps_per_epoch = progress.steps_per_epoch
     n = len(splits.train_x)
     total = cfg.epochs * steps_per_epoch
-    bar = tqdm(total=total, initial=progress["iteration"], unit="it", dynamic_ncols=True, leave=False,
+    bar = tqdm(total=total, initial=progress.iteration, unit="it", dynamic_ncols=True, leave=False,
                disable=None if world.main else True)  # None: no bar when output is not a terminal (CI logs)
     running = torch.zeros(3, device=device)  # loss sum, correct, digits seen since the last log point
     tick = time.perf_counter()
     try:
-        while progress["epoch"] < cfg.epochs:
-            if progress["perm"] is None:
-                progress["perm"] = torch.randperm(n, generator=gen)
-            while progress["step"] < steps_per_epoch:
-                idx = progress["perm"][progress["step"] * cfg.batch_size:(progress["step"] + 1) * cfg.batch_size]
+        while progress.epoch < cfg.epochs:
+            if progress.perm is None:
+                progress.perm = torch.randperm(n, generator=gen)
+            while progress.step < steps_per_epoch:
+                idx = progress.perm[progress.step * cfg.batch_size:(progress.step + 1) * cfg.batch_size]
                 idx, share = distributed.my_share(idx, world)
                 idx = idx.to(device, non_blocking=True)
-                x, y = make_batch(cfg, splits, pools, idx, batch_gen)
+                x, y = make_batch(cfg, splits, loop.pools, idx, loop.batch_gen)
                 net.train()
                 with autocast(device):
                     logits = net(x).float()
@@ -290,29 +356,29 @@ def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device,
                 opt.step()
                 sched.step()
                 running += torch.stack([loss.detach() * digits, correct, digits])
-                progress["step"] += 1
-                progress["iteration"] += 1
-                it = progress["iteration"]
-                end_of_epoch = progress["step"] == steps_per_epoch
+                progress.step += 1
+                progress.iteration += 1
+                it = progress.iteration
+                end_of_epoch = progress.step == steps_per_epoch
                 log_now = it % LOG_INTERVAL == 0 or end_of_epoch
                 eval_now = it % cfg.eval_interval == 0 or end_of_epoch
                 if log_now:
                     loss_sum, correct, seen = distributed.sum_(running, world).tolist()
-                    progress["history"]["train"].append(
+                    progress.history["train"].append(
                         {"iteration": it, "loss": loss_sum / seen, "accuracy": correct / seen})
                     bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}",
-                                    val=f"{max(progress['best_val'], 0):.4f}")
+                                    val=f"{max(progress.best_val, 0):.4f}")
                     running.zero_()
                 bar.update(1)
                 stop_early = False
                 if eval_now:
                     if device.type == "cuda":
                         torch.cuda.synchronize()
-                    progress["train_seconds"] += time.perf_counter() - tick
+                    progress.train_seconds += time.perf_counter() - tick
                     if world.main:
                         improved = evaluate(cfg, model, splits, device, progress)
                         stop_early = bool(cfg.patience and not improved
-                                          and progress["evals_since_best"] >= cfg.patience)
+                                          and progress.evals_since_best >= cfg.patience)
                     tick = time.perf_counter()
                 if world.distributed and (log_now or eval_now):
                     signalled, stop_early = distributed.any_([bool(stop["signal"]), stop_early], world, device)
@@ -327,27 +393,27 @@ def run_epochs(cfg, model, opt, sched, gen, splits: Splits, pools: dict, device,
                         return True
                     if stop["signal"]:
                         return False
-            progress["epoch"] += 1
-            progress["step"] = 0
-            progress["perm"] = None
+            progress.epoch += 1
+            progress.step = 0
+            progress.perm = None
         return False
     finally:
         bar.close()
 
 
-def evaluate(cfg, model, splits: Splits, device, progress) -> bool:
+def evaluate(cfg: TrainConfig, model, splits: Splits, device, progress: Progress) -> bool:
     """Validation accuracy steers model selection; test accuracy is only recorded when asked."""
     val = accuracy(model, splits.val_x, splits.val_y, cfg, device)
-    point = {"iteration": progress["iteration"], "epoch": round(progress["iteration"] / progress["steps_per_epoch"], 3),
-             "train_seconds": round(progress["train_seconds"], 3), "val_accuracy": val}
+    point = {"iteration": progress.iteration, "epoch": round(progress.iteration / progress.steps_per_epoch, 3),
+             "train_seconds": round(progress.train_seconds, 3), "val_accuracy": val}
     if cfg.log_test:
         point["test_accuracy"] = accuracy(model, splits.test_x, splits.test_y, cfg, device)
-    progress["history"]["eval"].append(point)
-    if val > progress["best_val"]:
-        progress.update(best_val=val, best_iteration=progress["iteration"], evals_since_best=0,
-                        best_state={k: v.detach().cpu().clone() for k, v in model.state_dict().items()})
+    progress.history["eval"].append(point)
+    if val > progress.best_val:
+        progress.best_val, progress.best_iteration, progress.evals_since_best = val, progress.iteration, 0
+        progress.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         return True
-    progress["evals_since_best"] += 1
+    progress.evals_since_best += 1
     return False
 
 
@@ -375,29 +441,30 @@ def checked_resume_state(state: dict, path: Path) -> dict:
     return state
 
 
-def save_resume_state(path, cfg, model, opt, sched, gen, progress, world=distributed.World(), batch_gen=None) -> None:
+def save_resume_state(path: Path, cfg: TrainConfig, loop: Loop, progress: Progress) -> None:
     """Rank 0 writes the state; with several processes it also holds each
     one's random streams (used when resuming on as many processes)."""
-    state = {"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
-             "scheduler": sched.state_dict(), "generator": gen.get_state(),
-             "torch_rng": torch.get_rng_state(), "progress": progress}
-    if world.distributed:
-        state["ranks"] = distributed.gather({"generator": batch_gen.get_state(), "torch_rng": torch.get_rng_state()},
-                                            world)
-    if world.main:
+    state = {"config": asdict(cfg), "model": loop.model.state_dict(), "optimizer": loop.opt.state_dict(),
+             "scheduler": loop.sched.state_dict(), "generator": loop.gen.get_state(),
+             "torch_rng": torch.get_rng_state(), "progress": progress.as_state()}
+    if loop.world.distributed:
+        state["ranks"] = distributed.gather({"generator": loop.batch_gen.get_state(),
+                                             "torch_rng": torch.get_rng_state()}, loop.world)
+    if loop.world.main:
         checkpoint.save(state, path)
 
 
-def finish(cfg, model, splits: Splits, device, progress, stopped_early, out: Path, resume_path: Path) -> dict:
+def finish(cfg: TrainConfig, loop: Loop, progress: Progress, stopped_early: bool, out: Path, resume_path: Path) -> dict:
     """Restore the best validation weights, evaluate the test set once, write every artifact."""
-    model.load_state_dict(progress["best_state"])
+    model, splits, device = loop.model, loop.splits, loop.device
+    model.load_state_dict(progress.best_state)
     preds = predict(model, splits.test_x, cfg, device).cpu()
     test_y = splits.test_y.cpu()
     test_acc = (preds == test_y).float().mean().item()
-    summary = {"val_accuracy": progress["best_val"], "test_accuracy": test_acc,
-               "best_iteration": progress["best_iteration"], "iterations": progress["iteration"],
-               "epochs": round(progress["iteration"] / progress["steps_per_epoch"], 3),
-               "train_seconds": round(progress["train_seconds"], 2), "stopped_early": stopped_early,
+    summary = {"val_accuracy": progress.best_val, "test_accuracy": test_acc,
+               "best_iteration": progress.best_iteration, "iterations": progress.iteration,
+               "epochs": round(progress.iteration / progress.steps_per_epoch, 3),
+               "train_seconds": round(progress.train_seconds, 2), "stopped_early": stopped_early,
                "parameters": count_parameters(model)}
     model_cpu = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format)
     ckpt = checkpoint.make_checkpoint(model_cpu, cfg.arch, cfg.arch_config, mean=cfg.mean, std=cfg.std,
@@ -405,8 +472,8 @@ def finish(cfg, model, splits: Splits, device, progress, stopped_early, out: Pat
                                       train_config=asdict(cfg), metrics=summary)
     checkpoint.save(ckpt, out / "best.pt")
     with atomic_output(out / "metrics.json") as tmp:
-        tmp.write_text(json.dumps({"config": asdict(cfg), "summary": summary, **progress["history"]}, indent=1))
-    plots.curves(progress["history"], out / "curves.png", title=f"{cfg.recipe} recipe ({cfg.arch})")
+        tmp.write_text(json.dumps({"config": asdict(cfg), "summary": summary, **progress.history}, indent=1))
+    plots.curves(progress.history, out / "curves.png", title=f"{cfg.recipe} recipe ({cfg.arch})")
     plots.confusion(test_y.numpy(), preds.numpy(), splits.classes, out / "confusion.png")
     resume_path.unlink(missing_ok=True)
     return summary

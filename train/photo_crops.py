@@ -1,7 +1,7 @@
 """Training data from the runtime's own view of photos: the digits it frames in
 synthetic photos of MNIST **training** digits, with their labels.
 
-    python -m benchmarks.photo_crops --out runs/photo_crops.npz [--digits 6000] [--seed 100]
+    python -m train.photo_crops --out runs/photo_crops.npz [--digits 6000] [--seed 100]
 
 The model learns MNIST as MNIST was made; the runtime feeds it digits
 found in photos, whose strokes, framing and leftovers differ. This writes
@@ -10,11 +10,10 @@ those inputs, labelled, so that training can show them to the model
 ``preprocess_digit`` frames them (source 0 of docs/FORMATS.md). Pieces of
 numbers (sources 1 and 2) came from the cut search that the row reader
 replaced; files written before hold them, and train still reads them.
-Photos come from ``synth_photos`` with MNIST training digits only; the
-benchmark's test photos use test digits.
-
-Lives beside the photo generator because it needs both it and the runtime;
-``train`` only reads the file it writes (docs/FORMATS.md).
+Photos come from ``train.synth_photos`` with MNIST training digits only;
+the benchmark's test photos use test digits. The training loop only reads
+the file this writes (docs/FORMATS.md); this module, not the loop, runs the
+runtime (which never imports train).
 """
 from __future__ import annotations
 
@@ -22,31 +21,26 @@ import argparse
 import os
 import sys
 from multiprocessing import Pool
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from runtime import DigitClassifier, RuntimeInputError, preprocess_digit
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
-from benchmarks.synth_photos import make_digit  # noqa: E402
-from runtime import DigitClassifier, RuntimeInputError, preprocess_digit  # noqa: E402
-from train.files import atomic_output  # noqa: E402
-from train.idx import DATA_ENV, DataError, data_dir_from, load_split  # noqa: E402
+from .files import atomic_output
+from .idx import DATA_ENV, DataError, load_split, resolve_data_dir
+from .synth_photos import make_digit
 
 CHUNK = 100  # photos per task
 MAX_SIDE = 1200  # frames no larger: the crops are the same, the photos much cheaper to make
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.photo_crops", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m train.photo_crops", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="the .npz to write")
     p.add_argument("--digits", type=int, default=6000, help="photos of single digits")
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--model", help="ONNX model that picks the polarity when in doubt (default: the shipped one)")
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ../shared)")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     if args.digits < 1:
@@ -64,7 +58,7 @@ def main(argv=None) -> int:
 
 
 def make_crops(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    data_dir = str(data_dir_from(args.data_dir, SHARED_DATA_DIR))
+    data_dir = str(resolve_data_dir(args.data_dir))
     load_split(data_dir, "train")  # fail here, not in every worker
     tasks = [(data_dir, args.model, args.seed, lo, min(lo + CHUNK, args.digits)) for lo in range(0, args.digits, CHUNK)]
     with Pool(max(1, args.workers)) as pool:

@@ -1,6 +1,8 @@
 """Deterministic camera-like photos of handwritten digits and numbers.
 
-Built from MNIST **test** digits only (never train), with cv2 and numpy:
+Built from the MNIST digits it is given, with cv2 and numpy (no torch): the
+benchmarks give it **test** digits only, train.photo_crops and
+train.photo_rows **training** digits only. It draws
 paper or chalkboard, ink colour applied through the digit's mask, pen
 widths from hair-thin ballpoint to marker, rotation, uneven light,
 shadows, paper edges, specks, blur, sensor noise and JPEG artefacts, at
@@ -78,7 +80,8 @@ def digit_alpha(rng: np.random.Generator, digit: np.ndarray, height: int, pen: d
         d = d * (scale / up)
         alpha = np.clip(pen["width"] * height / 2 - d + 0.5, 0, 1)
     else:
-        big = cv2.resize(np.pad(crop, 1), (width + 2 * round(scale), height + 2 * round(scale)), interpolation=cv2.INTER_CUBIC)
+        big = cv2.resize(np.pad(crop, 1), (width + 2 * round(scale), height + 2 * round(scale)),
+                         interpolation=cv2.INTER_CUBIC)
         soft = max(0.05, min(0.3, 1.5 / scale))
         alpha = np.clip((big - 0.45) / soft + 0.5, 0, 1)
         if pen["mode"] == "marker":
@@ -365,7 +368,7 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
     meta["pen"] = pen["mode"]
     meta["gaps"] = [round(g, 3) for g in gaps]
     meta["digit_boxes"] = digit_boxes(rotate(owner, angle, cv2.INTER_NEAREST)[window], meta["box"], len(parts))
-    return Sample(img, "".join(str(int(l)) for l in labels), "number", meta)
+    return Sample(img, "".join(str(int(d)) for d in labels), "number", meta)
 
 
 def digit_boxes(owner: np.ndarray, box: list[int], count: int) -> list[list[int]]:
@@ -377,7 +380,8 @@ def digit_boxes(owner: np.ndarray, box: list[int], count: int) -> list[list[int]
     boxes = []
     for i in range(1, count + 1):
         ys, xs = np.nonzero(placed == i)
-        boxes.append([int(x0 + xs.min()), int(y0 + ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+        boxes.append([int(x0 + xs.min()), int(y0 + ys.min()),
+                      int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
                      if xs.size else [])
     return boxes
 
@@ -437,21 +441,17 @@ def generate_set(images: np.ndarray, labels: np.ndarray, n_digits: int, n_number
 def main() -> None:  # write a few samples to look at
     import argparse
     import os
-    import sys
-    from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks import SHARED_DATA_DIR
-    from train.idx import DATA_ENV, data_dir_from, load_split
+    from train.idx import DATA_ENV, load_split, resolve_data_dir
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="/tmp/synth")
     p.add_argument("--digits", type=int, default=20)
     p.add_argument("--numbers", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     a = p.parse_args()
-    images, labels = load_split(data_dir_from(a.data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(a.data_dir), "test")
     os.makedirs(a.out, exist_ok=True)
     for i, s in enumerate(generate_set(images, labels, a.digits, a.numbers, a.seed)):
         cv2.imwrite(os.path.join(a.out, f"{i:03d}_{s.kind}_{s.label}.jpg"), s.image, [cv2.IMWRITE_JPEG_QUALITY, 92])

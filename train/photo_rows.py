@@ -1,6 +1,6 @@
 """Training rows for the row reader from the runtime's own view of photos.
 
-    python -m benchmarks.photo_rows --out runs/photo_rows.npz [--numbers 4000] [--seed 200]
+    python -m train.photo_rows --out runs/photo_rows.npz [--numbers 4000] [--seed 200]
 
 Synthetic photos of numbers made from MNIST **training** digits
 (``synth_photos``: paper, chalk, pens, light, shadows, blur, noise, JPEG;
@@ -17,21 +17,16 @@ import argparse
 import os
 import sys
 from multiprocessing import Pool
-from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from runtime import RuntimeInputError
+from runtime.rows import find_row_images
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
-from benchmarks.synth_photos import make_number  # noqa: E402
-from runtime import RuntimeInputError  # noqa: E402
-from runtime.rows import find_row_images  # noqa: E402
-from train.files import atomic_output  # noqa: E402
-from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
+from .files import atomic_output
+from .idx import DATA_ENV, load_split, resolve_data_dir
+from .synth_photos import make_number
 
 CHUNK = 100  # photos per task
 MAX_SIDE = 1200  # frames no larger: the rows come out the same, the photos much cheaper to make
@@ -45,15 +40,15 @@ DIGIT_WIDTH = (6, 48)
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.photo_rows", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m train.photo_rows", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, help="the .npz to write")
     p.add_argument("--numbers", type=int, default=4000, help="photos of numbers (1 to 8 digits)")
     p.add_argument("--seed", type=int, default=200, help="photo seed (keep it apart from the benchmark's)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     args = p.parse_args(argv)
-    data_dir = str(data_dir_from(args.data_dir, SHARED_DATA_DIR))
+    data_dir = str(resolve_data_dir(args.data_dir))
     load_split(data_dir, "train")  # fail here, not in every worker
     tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers)) for lo in range(0, args.numbers, CHUNK)]
     with Pool(max(1, args.workers)) as pool:
