@@ -201,7 +201,7 @@ def classify_batch(clf, items: list[Item], number: bool, out: "Output") -> bool:
         if item.error is not None:
             continue
         try:
-            image = read_image(item.path)
+            image = read_image(item.path, grey=True)  # the ink analysis uses luminance only
             if number:
                 prepared.append((item, clf.reader.rows(image)))
             else:

@@ -100,6 +100,7 @@ class Working:
     """The input at the working size, made once per image: both polarities' analyses use it."""
 
     grey: np.ndarray  # float32 [h, w] in [0, 1], luminance
+    half: np.ndarray  # float32 [h / 2, w / 2], the same (the first pass, the morphological background)
     small8: np.ndarray  # uint8 [h / BG_SCALE, w / BG_SCALE], the same, for the wide medians
     scale: float  # working pixels per input pixel
     input_shape: tuple[int, int]  # (H, W) of the input image
@@ -107,7 +108,7 @@ class Working:
     @classmethod
     def of(cls, image: np.ndarray, side: int = WORK_SIDE) -> "Working":
         grey, scale = to_working(image, side)
-        return cls(grey, _small8(grey), scale, image.shape[:2])
+        return cls(grey, _half(grey), _small8(grey), scale, image.shape[:2])
 
 
 @dataclass
@@ -213,17 +214,21 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
         polarity, doubt = decide_polarity(work, working.small8)
     # Pass 1: a wide median finds the strokes, even thick ones, and is not
     # fooled by shadows (a closing this wide would fill them in as "ink")...
+    # It only measures the stroke width that sizes pass 2's window, so it runs
+    # at half the working size (a quarter of the pixels) and its width is doubled.
     k1 = _odd(WIDE_KERNEL_FRAC * short)
-    ink, sigma = ink_map(work, median_background(work, k1, working.small8), polarity)
-    mask, smooth = _ink_mask(ink, sigma)
+    half = working.half
+    ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8), polarity)
+    mask, _ = _ink_mask(ink, sigma)
+    width = 2 * stroke_width(mask, ink)
     # ...pass 2: a closing/opening a few stroke widths wide, so that shadow
     # and paper edges (wider than a stroke) stay background, and the light
-    # is followed closely.
-    width = stroke_width(mask, ink)
+    # is followed closely. (Strokes too wide for that: pass 1 at full size.)
     k2 = _odd(max(3.5 * width + 4, MIN_KERNEL_FRAC * short))
-    if k2 < 0.6 * k1:
-        ink, sigma = ink_map(work, morph_background(work, polarity, k2), polarity)
-        mask, smooth = _ink_mask(ink, sigma)
+    bg = (morph_background(work, polarity, k2, half) if k2 < 0.6 * k1
+          else median_background(work, k1, working.small8))
+    ink, sigma = ink_map(work, bg, polarity)
+    mask, smooth = _ink_mask(ink, sigma)
     if ruled:
         mask = without_lines(mask, width)
     labels, components = find_components(mask, ink, smooth)
@@ -296,28 +301,31 @@ def median_background(work: np.ndarray, k: float, small8: np.ndarray | None = No
 
     Ignores strokes of either polarity up to almost k/2 wide and follows
     smooth light gradients, but rounds off the edges of shadows.
-    ``small8``: ``work`` at 1/BG_SCALE in uint8 (``Working.small8``), when already made."""
+    ``small8``: ``work`` at 1/BG_SCALE in uint8 (``Working.small8``), when already
+    made; or the working image at 1/BG_SCALE when ``work`` is smaller (``Working.half``)."""
     h, w = work.shape[:2]
     if small8 is None:
         small8 = _small8(work)
-    ks = _odd(k / BG_SCALE)
+    ks = _odd(k * small8.shape[1] / w)
     med = cv2.medianBlur(small8, ks)
     med = cv2.GaussianBlur(med, (0, 0), max(0.5, ks / 6))  # smooth the median's blockiness
     # Enlarged in uint8 (a quarter of the bytes), then one scaling pass to float.
     return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * np.float32(1 / 255)
 
 
-def morph_background(work: np.ndarray, polarity: str, k: int) -> np.ndarray:
+def morph_background(work: np.ndarray, polarity: str, k: int, half: np.ndarray | None = None) -> np.ndarray:
     """Paper/board colour under the local light, same shape as ``work``.
 
     A closing (dark ink) or opening (light ink) with a k x k window
     removes every stroke narrower than k and keeps larger shapes: the
     paper's light gradient, a shadow, the table beyond the paper's edge.
     Done at half resolution on a lightly smoothed image (smoothing keeps
-    noise peaks from biasing the max/min filters).
+    noise peaks from biasing the max/min filters). ``half``: ``work`` at half
+    size (``Working.half``), when already made.
     """
     h, w = work.shape[:2]
-    half = cv2.resize(work, (max(4, w // 2), max(4, h // 2)), interpolation=cv2.INTER_AREA)
+    if half is None:
+        half = _half(work)
     half = cv2.GaussianBlur(half, (0, 0), 1.0)
     kh = max(3, _odd(k / 2))
     op = cv2.MORPH_CLOSE if polarity == "dark-ink" else cv2.MORPH_OPEN
@@ -449,10 +457,9 @@ def find_components(mask: np.ndarray, ink: np.ndarray,
     peak = _label_max(labels, smooth, n)
     min_area = max(6, int(2e-4 * h * w))
     comps = []
-    for i in range(1, n):
+    for i in np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area) + 1:  # not specks, dust, sensor noise
+        i = int(i)
         x, y, cw, ch, area = (int(v) for v in stats[i])
-        if area < min_area:
-            continue  # specks, dust, sensor noise
         touches = x == 0 or y == 0 or x + cw == w or y + ch == h
         if touches and border_contact(labels, i, (x, y, cw, ch)) >= 0.35:
             continue  # paper edge, table, shadow: runs along the frame
@@ -674,6 +681,11 @@ def _label_max(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     peak = np.zeros(n, np.float32)
     np.maximum.at(peak, labels[fg], values[fg])
     return peak
+
+
+def _half(grey: np.ndarray) -> np.ndarray:
+    h, w = grey.shape[:2]
+    return cv2.resize(grey, (max(4, w // 2), max(4, h // 2)), interpolation=cv2.INTER_AREA)
 
 
 def _small8(grey: np.ndarray) -> np.ndarray:
