@@ -285,7 +285,8 @@ def decide_polarity(grey: np.ndarray, small8: np.ndarray | None = None) -> tuple
 
 def _ink_side(d: np.ndarray, background: float) -> str:
     """Which side of the reference the strong deviations ``d`` lie on."""
-    top = max(float(np.percentile(-d, 99.9)), float(np.percentile(d, 99.9)))
+    lo, hi = np.percentile(d, [0.1, 99.9])  # one partition for both tails
+    top = max(-float(lo), float(hi))
     t = max(3 * _robust_sigma(d - cv2.GaussianBlur(d, (0, 0), 2)), 0.5 * top, 0.05)
     dark_mass = float(np.clip(-d - t, 0, None).sum())
     light_mass = float(np.clip(d - t, 0, None).sum())
@@ -354,7 +355,7 @@ def ink_map(work: np.ndarray, bg: np.ndarray, polarity: str) -> tuple[np.ndarray
     strongest channel wins).
     """
     rel = cv2.subtract(bg, work) if polarity == "dark-ink" else cv2.subtract(work, bg)
-    rel = cv2.divide(rel, np.maximum(bg, np.float32(RELATIVE_FLOOR)))
+    rel = cv2.divide(rel, cv2.max(bg, RELATIVE_FLOOR))
     if rel.ndim == 3:
         b, g, r = cv2.split(rel)
         rel = np.maximum(np.maximum(b, g, out=b), r, out=b)
@@ -386,15 +387,19 @@ def _ink_mask(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     seed = max(6 * sigma, MIN_CONTRAST)
     # Peak of a lightly smoothed map: one noisy pixel does not set the level.
     smooth = cv2.GaussianBlur(ink, (0, 0), 0.8)
-    _, above = cv2.threshold(ink, floor, 1, cv2.THRESH_BINARY)
-    n, labels = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
+    above = ink > floor
+    n, labels = cv2.connectedComponents(above.view(np.uint8), connectivity=8)
     if n <= 1:
         return np.zeros(ink.shape, np.uint8), smooth
-    peak = _label_max(labels, smooth, n)
+    # Only the pixels above the floor can be ink (a few percent of the image): work on them alone.
+    at = np.flatnonzero(above)
+    lab = labels.ravel()[at]
+    peak = _label_max(lab, smooth.ravel()[at], n)
     level = np.maximum(floor, PEAK_FRACTION * peak)
     level[peak < seed] = np.inf
-    level[0] = np.inf
-    return (ink > level[labels]).view(np.uint8), smooth
+    mask = np.zeros(ink.size, np.uint8)
+    mask[at] = ink.ravel()[at] > level[lab]
+    return mask.reshape(ink.shape), smooth
 
 
 def without_lines(mask: np.ndarray, stroke: float) -> np.ndarray:
@@ -451,29 +456,28 @@ def find_components(mask: np.ndarray, ink: np.ndarray,
     h, w = mask.shape
     short = min(h, w)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)
     if smooth is None:
         smooth = cv2.GaussianBlur(ink, (0, 0), 0.8)
-    peak = _label_max(labels, smooth, n)
-    min_area = max(6, int(2e-4 * h * w))
-    comps = []
-    for i in np.flatnonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area) + 1:  # not specks, dust, sensor noise
-        i = int(i)
-        x, y, cw, ch, area = (int(v) for v in stats[i])
-        touches = x == 0 or y == 0 or x + cw == w or y + ch == h
-        if touches and border_contact(labels, i, (x, y, cw, ch)) >= 0.35:
-            continue  # paper edge, table, shadow: runs along the frame
-        if (x == 0 and x + cw == w) or (y == 0 and y + ch == h):
-            continue  # a band or line crossing the whole frame
-        if area > 0.8 * cw * ch and area > 0.2 * h * w:
-            continue  # a filled region, not a pen stroke (a dark object, a hand)
-        comps.append(Component([i], x, y, cw, ch, area, float(mass[i]), touches, float(peak[i])))
+    at = np.flatnonzero(labels)  # the marks' pixels only (a few percent of the image)
+    lab = labels.ravel()[at]
+    mass = np.bincount(lab, weights=ink.ravel()[at], minlength=n)
+    peak = _label_max(lab, smooth.ravel()[at], n).astype(np.float64)
+    x, y, cw, ch, area = (stats[:, k].astype(np.int64) for k in range(5))
+    touches = (x == 0) | (y == 0) | (x + cw == w) | (y + ch == h)
+    keep = area >= max(6, int(2e-4 * h * w))  # not specks, dust, sensor noise
+    keep &= ~(((x == 0) & (x + cw == w)) | ((y == 0) & (y + ch == h)))  # nor a band or line crossing the frame
+    keep &= ~((area > 0.8 * cw * ch) & (area > 0.2 * h * w))  # nor a filled region (a dark object, a hand)
+    keep[0] = False
+    for i in np.flatnonzero(keep & touches):
+        if border_contact(labels, int(i), (int(x[i]), int(y[i]), int(cw[i]), int(ch[i]))) >= 0.35:
+            keep[i] = False  # paper edge, table, shadow: runs along the frame
     # Strokes written with one pen have about the same contrast; marks much
     # fainter than the strongest sizeable one are paper texture or stains.
-    sizeable = [c.peak for c in comps if max(c.w, c.h) >= 0.04 * short and not c.touches_border]
-    if sizeable:
-        ref = max(sizeable)
-        comps = [c for c in comps if c.peak >= FAINT_FRACTION * ref]
+    sizeable = keep & (np.maximum(cw, ch) >= 0.04 * short) & ~touches
+    if sizeable.any():
+        keep &= peak >= FAINT_FRACTION * peak[sizeable].max()
+    comps = [Component([i], int(x[i]), int(y[i]), int(cw[i]), int(ch[i]), int(area[i]), float(mass[i]),
+                       bool(touches[i]), float(peak[i])) for i in np.flatnonzero(keep).tolist()]
     return labels, comps
 
 
@@ -676,10 +680,9 @@ def _crop_to_ink(img: np.ndarray, level: float = 0.05) -> np.ndarray | None:
 
 
 def _label_max(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Maximum of ``values`` per label (label 0, the background, skipped)."""
-    fg = labels > 0
+    """Maximum of ``values`` per label, for the labelled pixels given (flat, label > 0); 0 for the others."""
     peak = np.zeros(n, np.float32)
-    np.maximum.at(peak, labels[fg], values[fg])
+    np.maximum.at(peak, labels, values)
     return peak
 
 
