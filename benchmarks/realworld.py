@@ -122,7 +122,7 @@ def run_digits(clf: DigitClassifier, paths: list[Path], samples: list[Sample], b
         crops = []
         for path in paths[i:i + batch]:
             try:
-                crops.append(preprocess_digit(read_image(path), clf.input_size))
+                crops.append(preprocess_digit(read_image(path, grey=True), clf.input_size))
             except RuntimeInputError:  # "no digit found": counted as wrong
                 failures += 1
                 crops.append(None)
@@ -146,7 +146,7 @@ def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) 
     start = time.perf_counter()
     for path, s in zip(paths, samples):
         try:
-            reading = clf.reader.read_rows([clf.reader.rows(read_image(path))])[0].number
+            reading = clf.reader.read_rows([clf.reader.rows(read_image(path, grey=True))])[0].number
         except RuntimeInputError:
             reading = ""
         failures += reading == ""
@@ -248,7 +248,7 @@ def time_end_to_end(clf: DigitClassifier, sample: Sample, directory: Path, repea
     stages = defaultdict(list)
     for _ in range(repeats):
         t0 = time.perf_counter()
-        img = read_image(path)
+        img = read_image(path, grey=True)
         t1 = time.perf_counter()
         prepared = prepare(img)
         t2 = time.perf_counter()

@@ -275,12 +275,15 @@ def decide_polarity(grey: np.ndarray, small8: np.ndarray | None = None) -> tuple
     """
     if small8 is None:
         small8 = _small8(grey)
-    small = small8.astype(np.float32) * np.float32(1 / 255)
-    bg = cv2.medianBlur(small8, _odd(POLARITY_KERNEL_FRAC * min(small.shape))).astype(np.float32) / 255
-    log_small = np.log(small + 0.02)
-    local = _ink_side(log_small - np.log(bg + 0.02), float(np.median(bg)))
-    whole = _ink_side(log_small - np.log(float(np.median(small)) + 0.02), float(np.median(small)))
+    bg8 = cv2.medianBlur(small8, _odd(POLARITY_KERNEL_FRAC * min(small8.shape)))
+    log_small = _LOG_LEVEL[small8]  # a table of the 256 levels' logs instead of a log per pixel
+    level = float(np.median(small8)) / 255
+    local = _ink_side(log_small - _LOG_LEVEL[bg8], float(np.median(bg8)) / 255)
+    whole = _ink_side(log_small - np.float32(np.log(level + 0.02)), level)
     return local, (whole if whole != local else None)
+
+
+_LOG_LEVEL = np.log(np.arange(256, dtype=np.float32) / 255 + np.float32(0.02)).astype(np.float32)
 
 
 def _ink_side(d: np.ndarray, background: float) -> str:
