@@ -31,9 +31,10 @@ TALL = 0.5  # marks this share of a row's tallest one set its band (shorter ones
 MAX_TILT = 20.0  # degrees
 MAX_MARKS = 80  # the heaviest marks considered: more is texture, not writing
 MAX_ROW_WIDTH = 4096  # reader pixels: about 200 digits
-# Long side of the ink analysis' working image (preprocess.WORK_SIDE): 320 read as many numbers of
-# benchmarks.synth_photos seeds 1-2 as 512 (159 of 210; 384: 160) in 0.4x the pixels.
-WORK_SIDE = 320
+# Long side of the ink analysis' working image: 384 reads as many numbers of benchmarks.synth_photos
+# seeds 1-2 as 512 (160 and 159 of 210) in 0.56x the pixels; 320 (also 159) splits a 30-digit row
+# in a 2200x150 frame (tests/test_reader_runtime.py) into several.
+WORK_SIDE = 384
 
 
 @dataclass
