@@ -55,7 +55,7 @@ def write_inputs(directory: Path, seed: int, data_dir: str | None) -> dict[str, 
     def jpeg(name: str, image, size) -> Path:
         image = cv2.resize(image, size, interpolation=cv2.INTER_AREA if size[0] <= image.shape[1] else cv2.INTER_CUBIC)
         path = directory / name
-        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
+        _, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 90])
         path.write_bytes(buf.tobytes())
         return path
 
