@@ -238,7 +238,7 @@ def time_end_to_end(clf: DigitClassifier, sample: Sample, directory: Path, repea
     stages = defaultdict(list)
     for _ in range(repeats):
         t0 = time.perf_counter()
-        img = read_image(path)
+        img = read_image(path, grey=True)
         t1 = time.perf_counter()
         prepared = prepare(img)
         t2 = time.perf_counter()

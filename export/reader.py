@@ -252,12 +252,13 @@ def reader_card(r: dict) -> str:
                   if t.get("photo_rows") else "")
     settings = ", ".join(f"{k} {t[k]}" for k in ("recipe", "epochs", "batch_size", "lr", "weight_decay", "photo_rows",
                                                  "photo_share", "init", "seed") if t.get(k) is not None)
+    stride = r["arch_config"].get("stride", 4)
     return f"""# Model card: edge-digits row reader
 
 Reads a row of handwritten digits at once for `runtime/` (`--number`): a convolution-only CNN
 (`reader`, {r['arch_config']}, {m.get('parameters', '?'):,} parameters) trained with CTC on synthetic rows of
 MNIST training digits{photo_rows}.
-Input and output: docs/FORMATS.md, "Row reader" (`pixels` [N, 1, 32, W], `logits` [N, W/{r['arch_config'].get('stride', 4)}, 11], blank last).
+Input and output: docs/FORMATS.md, "Row reader" (`pixels` [N, 1, 32, W], `logits` [N, W/{stride}, 11], blank last).
 
 ## Files
 

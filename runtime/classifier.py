@@ -129,7 +129,7 @@ class DigitClassifier:
         """Read (if a path) and turn into the model's input."""
         if isinstance(image, (str, os.PathLike)):
             try:
-                return preprocess_digit(read_image(image), self.info.input_size)
+                return preprocess_digit(read_image(image, grey=True), self.info.input_size)
             except NoDigitFound as e:  # read errors already name the file
                 raise NoDigitFound(f"{image}: {e}") from None
         return preprocess_digit(_load(image), self.info.input_size)
@@ -213,5 +213,5 @@ def _load(image: ImageLike) -> np.ndarray:
     if isinstance(image, np.ndarray):
         return image
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image)
+        return read_image(image, grey=True)  # the analysis of digits and numbers uses luminance only
     raise RuntimeInputError(f"expected an image array or a path, got {type(image).__name__}")

@@ -42,7 +42,10 @@ import numpy as np
 from .errors import NoDigitFound
 from .imageio import to_uint8
 
-WORK_SIDE = 512  # long side of the working image, pixels
+# Long side of the working image, pixels. 320 rather than 512: the photos of
+# benchmarks.synth_photos seeds 1-2 (800 digits) read 785 right at 512 and at 320
+# (784 at 384, 783 at 256), for 0.4x the pixels of every step after it.
+WORK_SIDE = 320
 BG_SCALE = 4  # polarity is judged at 1/BG_SCALE of the working size
 POLARITY_KERNEL_FRAC = 0.3  # median window for the polarity decision, fraction of the short side
 WIDE_KERNEL_FRAC = 0.5  # first background window, fraction of the short side (> 2x thickest stroke)
@@ -57,6 +60,7 @@ MIN_CONTRAST = 0.06  # ink must differ from the background by at least this frac
 # fully inked digit; one pen gives every stroke the same contrast.
 # (seeds 1-4 of train/synth_photos.py: 60 -> 52 wrong of 2,400.)
 CONTRAST_POWER = 2.0
+SIGMA_SAMPLES = 10_000  # pixels a noise level is measured on, at most (a MAD over 10k values varies by about 1.5%)
 CANONICAL_SIDE = 80  # digit long side when its stroke width is measured and adjusted
 MNIST_STROKE = (1.6, 3.6, 2.3)  # stroke width range in a 20 px box (5th..95th pct of MNIST) and target
 
@@ -92,6 +96,22 @@ class Component:
 
 
 @dataclass
+class Working:
+    """The input at the working size, made once per image: both polarities' analyses use it."""
+
+    grey: np.ndarray  # float32 [h, w] in [0, 1], luminance
+    half: np.ndarray  # float32 [h / 2, w / 2], the same (the first pass, the morphological background)
+    small8: np.ndarray  # uint8 [h / BG_SCALE, w / BG_SCALE], the same, for the wide medians
+    scale: float  # working pixels per input pixel
+    input_shape: tuple[int, int]  # (H, W) of the input image
+
+    @classmethod
+    def of(cls, image: np.ndarray, side: int = WORK_SIDE) -> Working:
+        grey, scale = to_working(image, side)
+        return cls(grey, _half(grey), _small8(grey), scale, image.shape[:2])
+
+
+@dataclass
 class InkAnalysis:
     """The ink found in one image, in working coordinates."""
 
@@ -103,6 +123,7 @@ class InkAnalysis:
     input_shape: tuple[int, int]  # (H, W) of the input image
     polarity: str  # "dark-ink" or "light-ink"
     doubt: str | None = None  # the other polarity, when the choice was uncertain
+    working: Working | None = None  # what a second analysis of the same image can start from
 
     def to_input_box(self, c: Component) -> tuple[int, int, int, int]:
         """(x, y, w, h) of a component in input-image pixels."""
@@ -147,10 +168,10 @@ def preprocess_digit(image: np.ndarray, size: int = 28) -> DigitCrop:
     except NoDigitFound:
         if analysis.doubt is None:
             raise
-        return _digit_crop(analyse_ink(image, analysis.doubt), size)
+        return _digit_crop(analyse_ink(image, analysis.doubt, working=analysis.working), size)
     if analysis.doubt is not None:
         try:
-            crop.alternatives = (_digit_crop(analyse_ink(image, analysis.doubt), size),)
+            crop.alternatives = (_digit_crop(analyse_ink(image, analysis.doubt, working=analysis.working), size),)
         except NoDigitFound:
             pass
     return crop
@@ -174,44 +195,55 @@ def mnist_passthrough(image: np.ndarray, size: int) -> np.ndarray | None:
 
 
 def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = False,
-                work_side: int = WORK_SIDE) -> InkAnalysis:
+                work_side: int = WORK_SIDE, working: Working | None = None) -> InkAnalysis:
     """Steps 1-6 up to the candidate marks, shared by digits and numbers.
     ``polarity``: "dark-ink" or "light-ink" to skip deciding it; the
     analysis's ``doubt`` is the other polarity when the decision was
     uncertain. ``ruled``: lift long horizontal lines (ruled paper, an
     underline) out of the marks, so that digits written on them stay
     marks of their own (numbers only: a tight crop of one 7 has a bar
-    as long as the frame is wide)."""
-    work, scale = to_working(image, work_side)
-    # Luminance only: JPEG keeps it at full resolution and quality while
-    # colour is subsampled into blocks, and blue, red or black ink are all
-    # well darker than paper in it.
-    work = _luma(work)
+    as long as the frame is wide). ``working``: the working image of an
+    earlier analysis of the same image and ``work_side`` (``InkAnalysis.working``),
+    to analyse it again with the other polarity without redoing it."""
+    if working is None:
+        working = Working.of(image, work_side)
+    work = working.grey
     short = min(work.shape[:2])
     doubt = None
     if polarity is None:
-        polarity, doubt = decide_polarity(work)
+        polarity, doubt = decide_polarity(work, working.small8)
     # Pass 1: a wide median finds the strokes, even thick ones, and is not
     # fooled by shadows (a closing this wide would fill them in as "ink")...
+    # It only measures the stroke width that sizes pass 2's window, so it runs
+    # at half the working size (a quarter of the pixels) and its width is doubled.
     k1 = _odd(WIDE_KERNEL_FRAC * short)
-    ink, sigma = ink_map(work, median_background(work, k1), polarity)
-    mask = ink_mask(ink, sigma)
+    half = working.half
+    ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8), polarity)
+    mask, _ = _ink_mask(ink, sigma)
+    width = 2 * stroke_width(mask, ink)
     # ...pass 2: a closing/opening a few stroke widths wide, so that shadow
     # and paper edges (wider than a stroke) stay background, and the light
-    # is followed closely.
-    width = stroke_width(mask, ink)
+    # is followed closely. (Strokes too wide for that: pass 1 at full size.)
     k2 = _odd(max(3.5 * width + 4, MIN_KERNEL_FRAC * short))
-    if k2 < 0.6 * k1:
-        ink, sigma = ink_map(work, morph_background(work, polarity, k2), polarity)
-        mask = ink_mask(ink, sigma)
+    bg = (morph_background(work, polarity, k2, half) if k2 < 0.6 * k1
+          else median_background(work, k1, working.small8))
+    ink, sigma = ink_map(work, bg, polarity)
+    mask, smooth = _ink_mask(ink, sigma)
     if ruled:
         mask = without_lines(mask, width)
-    labels, components = find_components(mask, ink)
-    return InkAnalysis(ink, labels, components, _mask_floor(sigma), scale, image.shape[:2], polarity, doubt)
+    labels, components = find_components(mask, ink, smooth)
+    return InkAnalysis(ink, labels, components, _mask_floor(sigma), working.scale, working.input_shape, polarity,
+                       doubt, working)
 
 
 def to_working(image: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
-    """Resize so the long side is ``side``; float32 [0, 1]."""
+    """Luminance resized so the long side is ``side``; float32 [0, 1].
+
+    Luminance only: JPEG keeps it at full resolution and quality while
+    colour is subsampled into blocks, and blue, red or black ink are all
+    well darker than paper in it. Made grey and resized in uint8 (a third
+    of the pixels to resize, no float copy of the input)."""
+    image = _luma(image)
     h, w = image.shape[:2]
     # Small crops are enlarged at most 2x: more would only smear their
     # noise over many pixels, where it looks like faint strokes.
@@ -222,10 +254,10 @@ def to_working(image: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, fl
     interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     work = cv2.resize(image, size, interpolation=interp) if size != (w, h) else image
     scale = size[0] / w
-    return work.astype(np.float32) / 255.0, scale
+    return work.astype(np.float32) * np.float32(1 / 255), scale
 
 
-def decide_polarity(grey: np.ndarray) -> tuple[str, str | None]:
+def decide_polarity(grey: np.ndarray, small8: np.ndarray | None = None) -> tuple[str, str | None]:
     """Dark ink on light paper, or light chalk/ink on a dark board.
 
     Returns the polarity and, when in doubt, the other one to try as well.
@@ -239,20 +271,25 @@ def decide_polarity(grey: np.ndarray) -> tuple[str, str | None]:
     (follows uneven light, ignores strokes of either polarity, but is
     fooled by a very bold digit filling the frame) and the whole image's
     median (the reverse). When they disagree, both are worth a try.
+    ``small8``: ``grey`` at 1/BG_SCALE in uint8 (``Working.small8``), when already made.
     """
-    h, w = grey.shape
-    small = cv2.resize(grey, (max(4, w // BG_SCALE), max(4, h // BG_SCALE)), interpolation=cv2.INTER_AREA)
-    small8 = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)
-    bg = cv2.medianBlur(small8, _odd(POLARITY_KERNEL_FRAC * min(small.shape))).astype(np.float32) / 255
-    log_small = np.log(small + 0.02)
-    local = _ink_side(log_small - np.log(bg + 0.02), float(np.median(bg)))
-    whole = _ink_side(log_small - np.log(float(np.median(small)) + 0.02), float(np.median(small)))
+    if small8 is None:
+        small8 = _small8(grey)
+    bg8 = cv2.medianBlur(small8, _odd(POLARITY_KERNEL_FRAC * min(small8.shape)))
+    log_small = _LOG_LEVEL[small8]  # a table of the 256 levels' logs instead of a log per pixel
+    level = float(np.median(small8)) / 255
+    local = _ink_side(log_small - _LOG_LEVEL[bg8], float(np.median(bg8)) / 255)
+    whole = _ink_side(log_small - np.float32(np.log(level + 0.02)), level)
     return local, (whole if whole != local else None)
+
+
+_LOG_LEVEL = np.log(np.arange(256, dtype=np.float32) / 255 + np.float32(0.02)).astype(np.float32)
 
 
 def _ink_side(d: np.ndarray, background: float) -> str:
     """Which side of the reference the strong deviations ``d`` lie on."""
-    top = max(float(np.percentile(-d, 99.9)), float(np.percentile(d, 99.9)))
+    lo, hi = np.percentile(d, [0.1, 99.9])  # one partition for both tails
+    top = max(-float(lo), float(hi))
     t = max(3 * _robust_sigma(d - cv2.GaussianBlur(d, (0, 0), 2)), 0.5 * top, 0.05)
     dark_mass = float(np.clip(-d - t, 0, None).sum())
     light_mass = float(np.clip(d - t, 0, None).sum())
@@ -263,31 +300,36 @@ def _ink_side(d: np.ndarray, background: float) -> str:
     return "dark-ink" if background >= 0.4 else "light-ink"
 
 
-def median_background(work: np.ndarray, k: float) -> np.ndarray:
+def median_background(work: np.ndarray, k: float, small8: np.ndarray | None = None) -> np.ndarray:
     """Paper/board colour from a k-wide median (at 1/BG_SCALE resolution).
 
     Ignores strokes of either polarity up to almost k/2 wide and follows
-    smooth light gradients, but rounds off the edges of shadows."""
+    smooth light gradients, but rounds off the edges of shadows.
+    ``small8``: ``work`` at 1/BG_SCALE in uint8 (``Working.small8``), when already
+    made; or the working image at 1/BG_SCALE when ``work`` is smaller (``Working.half``)."""
     h, w = work.shape[:2]
-    small = cv2.resize(work, (max(4, w // BG_SCALE), max(4, h // BG_SCALE)), interpolation=cv2.INTER_AREA)
-    small8 = np.clip(small * 255 + 0.5, 0, 255).astype(np.uint8)
-    ks = _odd(k / BG_SCALE)
+    if small8 is None:
+        small8 = _small8(work)
+    ks = _odd(k * small8.shape[1] / w)
     med = cv2.medianBlur(small8, ks)
     med = cv2.GaussianBlur(med, (0, 0), max(0.5, ks / 6))  # smooth the median's blockiness
-    return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 255
+    # Enlarged in uint8 (a quarter of the bytes), then one scaling pass to float.
+    return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * np.float32(1 / 255)
 
 
-def morph_background(work: np.ndarray, polarity: str, k: int) -> np.ndarray:
+def morph_background(work: np.ndarray, polarity: str, k: int, half: np.ndarray | None = None) -> np.ndarray:
     """Paper/board colour under the local light, same shape as ``work``.
 
     A closing (dark ink) or opening (light ink) with a k x k window
     removes every stroke narrower than k and keeps larger shapes: the
     paper's light gradient, a shadow, the table beyond the paper's edge.
     Done at half resolution on a lightly smoothed image (smoothing keeps
-    noise peaks from biasing the max/min filters).
+    noise peaks from biasing the max/min filters). ``half``: ``work`` at half
+    size (``Working.half``), when already made.
     """
     h, w = work.shape[:2]
-    half = cv2.resize(work, (max(4, w // 2), max(4, h // 2)), interpolation=cv2.INTER_AREA)
+    if half is None:
+        half = _half(work)
     half = cv2.GaussianBlur(half, (0, 0), 1.0)
     kh = max(3, _odd(k / 2))
     op = cv2.MORPH_CLOSE if polarity == "dark-ink" else cv2.MORPH_OPEN
@@ -314,12 +356,12 @@ def ink_map(work: np.ndarray, bg: np.ndarray, polarity: str) -> tuple[np.ndarray
     dividing cancels the illumination (ink and paper are lit alike), so a
     shadowed stroke scores like a lit one. ``work`` is grey (luminance).
     """
-    rel = np.subtract(bg, work) if polarity == "dark-ink" else np.subtract(work, bg)
-    rel /= np.maximum(bg, np.float32(RELATIVE_FLOOR))
+    rel = cv2.subtract(bg, work) if polarity == "dark-ink" else cv2.subtract(work, bg)
+    rel = cv2.divide(rel, cv2.max(bg, RELATIVE_FLOOR))
     # Noise from the fine-scale residual: a morphological background sits on
     # the noise peaks, so the map's own spread would overstate it.
-    sigma = _robust_sigma(rel - cv2.GaussianBlur(rel, (0, 0), 2)) * 1.2
-    return np.clip(rel, 0, None).astype(np.float32), sigma
+    sigma = _robust_sigma(cv2.subtract(rel, cv2.GaussianBlur(rel, (0, 0), 2))) * 1.2
+    return np.maximum(rel, np.float32(0), out=rel), sigma
 
 
 def _mask_floor(sigma: float) -> float:
@@ -327,26 +369,36 @@ def _mask_floor(sigma: float) -> float:
 
 
 def ink_mask(ink: np.ndarray, sigma: float) -> np.ndarray:
+    return _ink_mask(ink, sigma)[0]
+
+
+def _ink_mask(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
     """Binary ink mask with a threshold per mark.
 
     Each mark (connected above the noise floor) must peak above a seed
     level, and keeps the pixels above a fraction of its own peak: a faint
     pencil digit and a bold marker each get cut at their own half-height,
     and one strong shape elsewhere (a table edge) does not raise the bar
-    for the digit, as a global threshold would.
+    for the digit, as a global threshold would. Also returns the lightly
+    smoothed map the peaks are taken on (``find_components`` uses it too).
     """
     floor = _mask_floor(sigma)
     seed = max(6 * sigma, MIN_CONTRAST)
-    n, labels = cv2.connectedComponents((ink > floor).astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return np.zeros(ink.shape, np.uint8)
     # Peak of a lightly smoothed map: one noisy pixel does not set the level.
     smooth = cv2.GaussianBlur(ink, (0, 0), 0.8)
-    peak = _label_max(labels, smooth, n)
+    above = ink > floor
+    n, labels = cv2.connectedComponents(above.view(np.uint8), connectivity=8)
+    if n <= 1:
+        return np.zeros(ink.shape, np.uint8), smooth
+    # Only the pixels above the floor can be ink (a few percent of the image): work on them alone.
+    at = np.flatnonzero(above)
+    lab = labels.ravel()[at]
+    peak = _label_max(lab, smooth.ravel()[at], n)
     level = np.maximum(floor, PEAK_FRACTION * peak)
     level[peak < seed] = np.inf
-    level[0] = np.inf
-    return (ink > level[labels]).astype(np.uint8)
+    mask = np.zeros(ink.size, np.uint8)
+    mask[at] = ink.ravel()[at] > level[lab]
+    return mask.reshape(ink.shape), smooth
 
 
 def without_lines(mask: np.ndarray, stroke: float) -> np.ndarray:
@@ -396,34 +448,35 @@ def mean_stroke_width(mask: np.ndarray) -> float:
     return 2.0 * float(np.count_nonzero(mask)) / perimeter if perimeter > 0 else 0.0
 
 
-def find_components(mask: np.ndarray, ink: np.ndarray) -> tuple[np.ndarray, list[Component]]:
+def find_components(mask: np.ndarray, ink: np.ndarray,
+                    smooth: np.ndarray | None = None) -> tuple[np.ndarray, list[Component]]:
     """Connected marks, without specks, paper edges, shadow bands and
-    paper texture."""
+    paper texture. ``smooth``: ``ink`` blurred as ``ink_mask`` does, when already made."""
     h, w = mask.shape
     short = min(h, w)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-    mass = np.bincount(labels.ravel(), weights=ink.ravel(), minlength=n)
-    peak = _label_max(labels, cv2.GaussianBlur(ink, (0, 0), 0.8), n)
-    min_area = max(6, int(2e-4 * h * w))
-    comps = []
-    for i in range(1, n):
-        x, y, cw, ch, area = (int(v) for v in stats[i])
-        if area < min_area:
-            continue  # specks, dust, sensor noise
-        touches = x == 0 or y == 0 or x + cw == w or y + ch == h
-        if touches and border_contact(labels, i, (x, y, cw, ch)) >= 0.35:
-            continue  # paper edge, table, shadow: runs along the frame
-        if (x == 0 and x + cw == w) or (y == 0 and y + ch == h):
-            continue  # a band or line crossing the whole frame
-        if area > 0.8 * cw * ch and area > 0.2 * h * w:
-            continue  # a filled region, not a pen stroke (a dark object, a hand)
-        comps.append(Component([i], x, y, cw, ch, area, float(mass[i]), touches, float(peak[i])))
+    if smooth is None:
+        smooth = cv2.GaussianBlur(ink, (0, 0), 0.8)
+    at = np.flatnonzero(labels)  # the marks' pixels only (a few percent of the image)
+    lab = labels.ravel()[at]
+    mass = np.bincount(lab, weights=ink.ravel()[at], minlength=n)
+    peak = _label_max(lab, smooth.ravel()[at], n).astype(np.float64)
+    x, y, cw, ch, area = (stats[:, k].astype(np.int64) for k in range(5))
+    touches = (x == 0) | (y == 0) | (x + cw == w) | (y + ch == h)
+    keep = area >= max(6, int(2e-4 * h * w))  # not specks, dust, sensor noise
+    keep &= ~(((x == 0) & (x + cw == w)) | ((y == 0) & (y + ch == h)))  # nor a band or line crossing the frame
+    keep &= ~((area > 0.8 * cw * ch) & (area > 0.2 * h * w))  # nor a filled region (a dark object, a hand)
+    keep[0] = False
+    for i in np.flatnonzero(keep & touches):
+        if border_contact(labels, int(i), (int(x[i]), int(y[i]), int(cw[i]), int(ch[i]))) >= 0.35:
+            keep[i] = False  # paper edge, table, shadow: runs along the frame
     # Strokes written with one pen have about the same contrast; marks much
     # fainter than the strongest sizeable one are paper texture or stains.
-    sizeable = [c.peak for c in comps if max(c.w, c.h) >= 0.04 * short and not c.touches_border]
-    if sizeable:
-        ref = max(sizeable)
-        comps = [c for c in comps if c.peak >= FAINT_FRACTION * ref]
+    sizeable = keep & (np.maximum(cw, ch) >= 0.04 * short) & ~touches
+    if sizeable.any():
+        keep &= peak >= FAINT_FRACTION * peak[sizeable].max()
+    comps = [Component([i], int(x[i]), int(y[i]), int(cw[i]), int(ch[i]), int(area[i]), float(mass[i]),
+                       bool(touches[i]), float(peak[i])) for i in np.flatnonzero(keep).tolist()]
     return labels, comps
 
 
@@ -626,11 +679,22 @@ def _crop_to_ink(img: np.ndarray, level: float = 0.05) -> np.ndarray | None:
 
 
 def _label_max(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
-    """Maximum of ``values`` per label (label 0, the background, skipped)."""
-    fg = labels > 0
+    """Maximum of ``values`` per label, for the labelled pixels given (flat, label > 0); 0 for the others."""
     peak = np.zeros(n, np.float32)
-    np.maximum.at(peak, labels[fg], values[fg])
+    np.maximum.at(peak, labels, values)
     return peak
+
+
+def _half(grey: np.ndarray) -> np.ndarray:
+    h, w = grey.shape[:2]
+    return cv2.resize(grey, (max(4, w // 2), max(4, h // 2)), interpolation=cv2.INTER_AREA)
+
+
+def _small8(grey: np.ndarray) -> np.ndarray:
+    """``grey`` (float32 [0, 1]) at 1/BG_SCALE, uint8."""
+    h, w = grey.shape[:2]
+    small = cv2.resize(grey, (max(4, w // BG_SCALE), max(4, h // BG_SCALE)), interpolation=cv2.INTER_AREA)
+    return cv2.convertScaleAbs(small, alpha=255.0)  # rounds and saturates to uint8 in one pass
 
 
 def _luma(img: np.ndarray) -> np.ndarray:
@@ -644,10 +708,16 @@ def _robust_sigma(values: np.ndarray) -> float:
     so it barely moves the median). Subsampled: the full image is not
     needed for a noise estimate."""
     v = values.ravel()
-    if v.size > 60_000:
-        v = v[:: v.size // 40_000]
-    med = np.median(v)
-    return float(1.4826 * np.median(np.abs(v - med))) + 1e-4
+    if v.size > SIGMA_SAMPLES:
+        # An odd step: a multiple of 8 would sample the same place of every JPEG block.
+        v = v[:: -(-v.size // SIGMA_SAMPLES) | 1]
+    return float(1.4826 * _median(np.abs(v - _median(v)))) + 1e-4
+
+
+def _median(v: np.ndarray) -> float:
+    """The upper median of a 1-D array (one partition; np.median's extra work is not needed here)."""
+    k = v.size // 2
+    return float(np.partition(v, k)[k])
 
 
 def _ellipse(k: int) -> np.ndarray:

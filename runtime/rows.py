@@ -31,7 +31,10 @@ TALL = 0.5  # marks this share of a row's tallest one set its band (shorter ones
 MAX_TILT = 20.0  # degrees
 MAX_MARKS = 80  # the heaviest marks considered: more is texture, not writing
 MAX_ROW_WIDTH = 4096  # reader pixels: about 200 digits
-WORK_SIDE = 512  # long side of the ink analysis' working image (preprocess.WORK_SIDE)
+# Long side of the ink analysis' working image: 384 reads as many numbers of benchmarks.synth_photos
+# seeds 1-2 as 512 (160 and 159 of 210) in 0.56x the pixels; 320 (also 159) splits a 30-digit row
+# in a 2200x150 frame (tests/test_reader_runtime.py) into several.
+WORK_SIDE = 384
 
 
 @dataclass
@@ -66,7 +69,7 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
     analysis = analyse_ink(image, ruled=True, work_side=WORK_SIDE)
     rows = find_rows(analysis)
     if not rows and analysis.doubt is not None:
-        analysis = analyse_ink(image, analysis.doubt, ruled=True, work_side=WORK_SIDE)
+        analysis = analyse_ink(image, analysis.doubt, ruled=True, working=analysis.working)
         rows = find_rows(analysis)
     if not rows:
         raise NoDigitFound("no number found (no ink)")

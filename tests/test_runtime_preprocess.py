@@ -130,6 +130,39 @@ def test_big_photo_is_analysed_at_the_working_size(paper_photo):
     assert abs(h - 12 / 28 * 0.4 * 3000) < 60  # the bar (12 of 28 rows, drawn 1,200 px tall), in input pixels
 
 
+def test_jpeg_read_as_luminance_is_what_the_analysis_would_make_of_the_colour_one(mnist, paper_photo, tmp_path):
+    """The classifier reads JPEGs straight to luminance (libjpeg skips the colour planes): the same
+    size, the same grey as converting the colour decode, and the same digit found in it."""
+    from runtime import read_image
+
+    photo = paper_photo(mnist[0][3], ink=(160, 60, 20))  # blue ink
+    ok, buf = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 90])
+    colour, grey = decode_image(buf.tobytes()), decode_image(buf.tobytes(), grey=True)
+    assert colour.ndim == 3 and grey.shape == colour.shape[:2]
+    assert np.abs(grey.astype(int) - cv2.cvtColor(colour, cv2.COLOR_BGR2GRAY).astype(int)).max() <= 2
+    a, b = preprocess_digit(colour), preprocess_digit(grey)
+    assert a.box == b.box and correlation(a.pixels, b.pixels) > 0.99
+    png = cv2.imencode(".png", photo)[1].tobytes()
+    assert decode_image(png, grey=True).ndim == 3  # other formats decode as they are
+    (tmp_path / "a.jpg").write_bytes(buf.tobytes())
+    assert np.array_equal(read_image(tmp_path / "a.jpg", grey=True), grey)
+
+
+def test_a_second_analysis_reuses_the_working_image_and_matches_a_fresh_one(mnist, paper_photo):
+    """The other polarity's analysis starts from the first one's working image: same result as
+    analysing the image anew with that polarity."""
+    from runtime.preprocess import analyse_ink
+
+    img = paper_photo(mnist[0][5])
+    first = analyse_ink(img)
+    for polarity in ("dark-ink", "light-ink"):
+        again = analyse_ink(img, polarity, working=first.working)
+        fresh = analyse_ink(img, polarity)
+        assert np.array_equal(again.ink, fresh.ink) and np.array_equal(again.labels, fresh.labels)
+        assert [(c.x, c.y, c.w, c.h, c.area) for c in again.components] == \
+            [(c.x, c.y, c.w, c.h, c.area) for c in fresh.components]
+
+
 def test_specks_paper_edge_and_shadow_are_ignored(mnist, paper_photo):
     digit = mnist[0][0]  # a 7
     img = paper_photo(digit, frac=0.4).astype(np.float32)
