@@ -155,7 +155,7 @@ class Reader:
         the JSON object and the (width, height) the image was decoded at,
         which the boxes refer to (large JPEGs are decoded reduced)."""
         try:
-            image = decode_image(data)
+            image = decode_image(data, grey=True)  # the ink analysis uses luminance only
         except RuntimeInputError as e:
             raise decode_problem(e) from None
         except MemoryError:

@@ -98,7 +98,9 @@ def reader_fp32(tmp_path_factory, mnist_dir):
     out = tmp_path_factory.mktemp("reader") / "reader-fp32.onnx"
     path, _, parity = export_reader(READER_CHECKPOINT, out, mnist_dir)
     assert parity.rows == TEST_ROWS and parity.string_agreement == 1.0 and parity.max_abs_diff < 1e-3
-    assert parity.accuracy >= 0.8  # and it reads: not parity between two models that read nothing
+    # And it reads (hard rows: overlapping strokes, every degradation): not parity between two models that
+    # read nothing (a barely trained reader reads almost none of them).
+    assert parity.accuracy >= 0.6
     return path
 
 

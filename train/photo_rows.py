@@ -45,12 +45,15 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="the .npz to write")
     p.add_argument("--numbers", type=int, default=4000, help="photos of numbers (1 to 8 digits)")
     p.add_argument("--seed", type=int, default=200, help="photo seed (keep it apart from the benchmark's)")
+    p.add_argument("--overlapping", type=float, default=OVERLAPPING,
+                   help="share of photos whose digits overlap their neighbours")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     args = p.parse_args(argv)
     data_dir = str(resolve_data_dir(args.data_dir))
     load_split(data_dir, "train")  # fail here, not in every worker
-    tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers)) for lo in range(0, args.numbers, CHUNK)]
+    tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers), args.overlapping)
+             for lo in range(0, args.numbers, CHUNK)]
     with Pool(max(1, args.workers)) as pool:
         parts = list(tqdm(pool.imap(rows_of, tasks), total=len(tasks), unit="task", desc="photo rows"))
     rows = [r for part in parts for r in part[0]]
@@ -71,7 +74,7 @@ _worker: dict = {}
 
 
 def rows_of(task) -> tuple[list[np.ndarray], list[str]]:
-    data_dir, seed, lo, hi = task
+    data_dir, seed, lo, hi, overlapping = task
     if not _worker:
         _worker["mnist"] = load_split(data_dir, "train")
     digits, labels = _worker["mnist"]
@@ -79,7 +82,7 @@ def rows_of(task) -> tuple[list[np.ndarray], list[str]]:
     for i in range(lo, hi):
         rng = np.random.default_rng([seed, 1, i])
         ks = rng.integers(len(digits), size=int(rng.integers(1, 9)))
-        overlap = OVERLAP if rng.random() < OVERLAPPING else None
+        overlap = OVERLAP if rng.random() < overlapping else None
         sample = make_number(rng, [digits[k] for k in ks], [labels[k] for k in ks], MAX_SIDE, overlap=overlap,
                              ruled=rng.random() < RULED)
         try:
