@@ -24,14 +24,11 @@ from types import ModuleType
 
 import cv2
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from benchmarks.machine import cpu_info
+from train.idx import DATA_ENV, load_split, resolve_data_dir
+from train.synth_photos import generate_set
 
-from benchmarks import SHARED_DATA_DIR  # noqa: E402
-from benchmarks.machine import cpu_info  # noqa: E402
-from benchmarks.synth_photos import generate_set  # noqa: E402
-from train.idx import DATA_ENV, data_dir_from, load_split  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def load_runtime(checkout: Path, name: str) -> ModuleType:
@@ -48,7 +45,7 @@ def load_runtime(checkout: Path, name: str) -> ModuleType:
 
 
 def write_inputs(directory: Path, seed: int, data_dir: str | None) -> dict[str, Path]:
-    images, labels = load_split(data_dir_from(data_dir, SHARED_DATA_DIR), "test")
+    images, labels = load_split(resolve_data_dir(data_dir), "test")
     samples = generate_set(images, labels, 9, 1, seed=seed)
     digits, number = samples[:9], samples[9]
 
@@ -96,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=40, help="timed runs of each photo per checkout (default 40)")
     p.add_argument("--webcam-runs", type=int, default=3, help="runs of the 90-frame webcam video (default 3)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, else {SHARED_DATA_DIR})")
+    p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     args = p.parse_args(argv)
     impls = {"this": load_runtime(REPO, "runtime_this"), "other": load_runtime(args.against.resolve(), "runtime_other")}
     with tempfile.TemporaryDirectory(prefix="edge-digits-frames-") as tmp:
