@@ -25,7 +25,7 @@ import torch
 from train.checkpoint import load, load_model, sha256
 from train.files import atomic_output
 from train.idx import load_split, resolve_data_dir
-from train.reader import fixed_rows, greedy_decode
+from train.reader import fixed_rows, greedy_decode, output_stride
 from train.rows import RowMaker
 
 from .to_onnx import DEFAULT_OPSET, export_graph, wrap
@@ -81,13 +81,12 @@ def make_rows(data_dir: str | os.PathLike, split: str, count: int, seed: int, ba
 
 
 def decode(logits: list[np.ndarray], rows: RowSet) -> list[str]:
-    return [t for out, images, w in zip(logits, rows.batches, rows.widths)
-            for t in greedy_decode(torch.from_numpy(out), torch.from_numpy(w), stride(images, out))]
+    texts = []
+    for out, images, widths in zip(logits, rows.batches, rows.widths):
+        stride = output_stride(images.shape[3], out.shape[1])
+        texts += greedy_decode(torch.from_numpy(out), torch.from_numpy(widths), stride)
+    return texts
 
-
-def stride(images: np.ndarray, logits: np.ndarray) -> int:
-    """Input columns per output step."""
-    return images.shape[3] // logits.shape[1]
 
 
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray], rows: RowSet) -> ReaderParity:
@@ -95,7 +94,7 @@ def compare(reference: list[np.ndarray], candidate: list[np.ndarray], rows: RowS
     diff = 0.0
     for r, c, images, widths in zip(reference, candidate, rows.batches, rows.widths):
         for k, w in enumerate(widths):
-            steps = -(-int(w) // stride(images, r))
+            steps = -(-int(w) // output_stride(images.shape[3], r.shape[1]))
             diff = max(diff, float(np.abs(r[k, :steps].astype(np.float64) - c[k, :steps]).max()))
     return ReaderParity(len(ref), float(np.mean([a == b for a, b in zip(ref, cand)])), diff,
                         float(np.mean([a == t for a, t in zip(ref, rows.texts)])),

@@ -49,10 +49,15 @@ class ReaderState:
 def ctc_loss(logits: torch.Tensor, batch: RowBatch) -> torch.Tensor:
     """Mean over rows of the CTC loss per target digit (a row with no digit counts as one)."""
     log_probs = F.log_softmax(logits.float(), 2).transpose(0, 1)  # [T, B, C]
-    steps = output_lengths(batch.widths, logits.shape[1], batch.images.shape[3] // logits.shape[1])
+    steps = output_lengths(batch.widths, logits.shape[1], output_stride(batch.images.shape[3], logits.shape[1]))
     loss = F.ctc_loss(log_probs, batch.targets, steps, batch.lengths, blank=BLANK, reduction="none",
                       zero_infinity=True)
     return (loss / batch.lengths.clamp(min=1)).mean()
+
+
+def output_stride(width: int, steps: int) -> int:
+    """Input columns per output step, from a batch's width and the steps the reader gave for it."""
+    return width // steps
 
 
 def output_lengths(widths: torch.Tensor, steps: int, stride: int) -> torch.Tensor:

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .models import RowReader
+
 ROW_HEIGHT = 32
 MAX_DIGITS = 8
 DIGIT_COUNTS = (0.05, 0.09, 0.13, 0.15, 0.16, 0.15, 0.14, 0.13)  # P(1 digit), ..., P(8 digits)
@@ -145,7 +147,7 @@ class RowMaker:
         widths = torch.where(lengths > 0, right_edge + u(2, 12, rows), u(40, 200, rows)).ceil().long()
         widths = torch.maximum(widths, torch.full_like(widths, 8))
         span = int(widths.max())
-        span += -span % 4  # the reader's input width multiple
+        span += -span % RowReader.WIDTH_MULTIPLE
 
         # Paste every canvas at its place: one scatter over the batch (columns past the row dropped).
         # Canvas columns are offset by DIGIT_SPAN so a first digit whose ink starts late fits too.
