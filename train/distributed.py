@@ -74,9 +74,6 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
     dist.init_process_group(backend, timeout=TIMEOUT, **({"device_id": device} if device.type == "cuda" else {}))
     try:
         yield
-        # Leave together: a rank that tears its group down while another still talks can abort in Gloo
-        # ("terminate called without an active exception", seen once on a loaded machine).
-        dist.barrier()
     finally:
         dist.destroy_process_group()
 
