@@ -50,7 +50,9 @@ CALIBRATION_ROWS = 500  # a multiple of the quantizer's batch of 100: histogram 
 CALIBRATION_SEED = 7
 FP32_TOLERANCE = 1e-3  # logits over rows of hundreds of columns: a little more rounding than a 28x28 image
 MIN_STRING_AGREEMENT = 0.995
-FLOAT_TAIL = 4  # the last convolutions kept float: the head, the two along the row, the one folding the height
+FLOAT_TAIL = 1  # the head stays float (its logits decide between close readings). Keeping the last 4
+# convolutions float as well agreed with FP32 on 95.0% of test rows against 94.8% (shipped reader, 1,000 rows)
+# at 563 KiB against 242 KiB: over the 500 KiB an edge reader may take, for no real gain.
 MAX_ACCURACY_DROP = 0.003
 
 

@@ -25,7 +25,8 @@ from .preprocess import Component, InkAnalysis, analyse_ink, mnist_passthrough
 
 INK_HEIGHT = 24 / 32  # share of the reader's input height taken by the row's tall marks
 PAD = 8  # background columns added at both ends of a row, in reader pixels
-MAX_GAP = 1.2  # widest gap between digits of one number, in digit heights
+MAX_GAP = 1.5  # widest gap between digits of one number, in digit heights (a "1" between two digits in
+# MNIST-like 28-pixel frames leaves up to 1.3)
 OVERLAP = 0.4  # neighbours in a row overlap vertically by this share of the smaller one's height
 TALL = 0.5  # marks this share of a row's tallest one set its band (shorter ones: bars, dots, specks)
 MAX_TILT = 20.0  # degrees

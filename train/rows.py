@@ -35,6 +35,10 @@ OVERLAPPING = 0.3  # share of neighbours whose strokes reach into the previous d
 STROKE_OVERLAP = 0.25  # ... by up to this share of the two digits' mean width
 TOUCHING = 0.15  # share of neighbours whose strokes just touch (within a pixel or two)
 GAP = (0.04, 0.6)  # the others leave a gap between strokes of this share of the digit height
+# A hurried writer's row: every neighbour's strokes reach into the previous digit's by this share of their
+# mean width (spacing is a habit of the writer, so whole rows overlap, not only a pair here and there).
+HURRIED = 0.15  # share of rows
+HURRIED_OVERLAP = (0.05, 0.3)
 
 
 @dataclass
@@ -138,6 +142,8 @@ class RowMaker:
         gap = torch.where(kind < OVERLAPPING, -u(0, STROKE_OVERLAP) * mean_width,
                           torch.where(kind < OVERLAPPING + TOUCHING, u(-1, 1.5),
                                       u(*GAP) * ink_h))
+        hurried = (torch.rand(rows, generator=gen) < HURRIED)[row_of]
+        gap = torch.where(hurried, -u(*HURRIED_OVERLAP) * mean_width, gap)
         is_first = torch.zeros(n, dtype=torch.bool)
         is_first[first[lengths > 0]] = True
         step = torch.where(is_first, u(2, 12, rows)[row_of] - first_col, contact + gap)
