@@ -31,6 +31,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
+from export.pipeline import CLASSIFIER_CHECKPOINT, SHIPPED_CHECKPOINTS
 from export.to_onnx import wrap
 from runtime.model import CLASSIFIER_FILES, MODELS_DIR
 from train.checkpoint import CheckpointError, load, load_model, sha256
@@ -93,12 +94,21 @@ def onnx_metadata(blob: bytes) -> dict[str, str]:
     return {p.key: p.value for p in onnx.load_from_string(blob).metadata_props}
 
 
+def made_from(checkpoint: Path, digest: str) -> set[str]:
+    """The checkpoint_sha256 an ONNX file made from this checkpoint carries: its own, or for a checkpoint
+    rebuilt from an exported file (export.recover) the one that file was made from."""
+    return {digest, load(checkpoint).get("recovered_from", {}).get("checkpoint_sha256")} - {None}
+
+
 def default_checkpoint(blobs: dict[str, bytes]) -> Path | None:
-    """The runs/*/best.pt the ONNX files were made from (by their checkpoint_sha256), else the newest one."""
-    candidates = sorted(REPO.glob("runs/*/best.pt"))
+    """The shipped checkpoint or runs/*/best.pt the ONNX files were made from (by their checkpoint_sha256);
+    else the shipped classifier's checkpoint, else the newest runs/*/best.pt."""
+    shipped = sorted({p for p in SHIPPED_CHECKPOINTS.values() if p.is_file() and load(p)["arch"] != "reader"})
+    candidates = [*shipped, *sorted(REPO.glob("runs/*/best.pt"))]
     wanted = {onnx_metadata(b).get("checkpoint_sha256") for b in blobs.values()} - {None}
-    matching = [p for p in candidates if wanted and sha256(p) in wanted]
-    return newest(matching) or newest(candidates)
+    matching = [p for p in candidates if wanted & made_from(p, sha256(p))]
+    fallback = CLASSIFIER_CHECKPOINT if CLASSIFIER_CHECKPOINT.is_file() else newest(candidates)
+    return matching[0] if matching else fallback
 
 
 def glob_variant(directory: Path, precision: str) -> Path | None:
@@ -131,7 +141,8 @@ def resolve_models(args: argparse.Namespace) -> ModelFiles:
     else:
         checkpoint = default_checkpoint(blobs)
     if checkpoint is None:
-        raise CheckpointError("no checkpoint found in runs/*/best.pt: pass --checkpoint or --model-dir")
+        raise CheckpointError(f"no checkpoint: neither {CLASSIFIER_CHECKPOINT} nor runs/*/best.pt; "
+                              "pass --checkpoint or --model-dir")
     if not checkpoint.is_file():
         raise CheckpointError(f"{checkpoint}: no such file")
     digest = sha256(checkpoint)
@@ -141,8 +152,9 @@ def resolve_models(args: argparse.Namespace) -> ModelFiles:
 
 def same_model_warnings(checkpoint: Path, digest: str, paths: dict[str, Path], blobs: dict[str, bytes]) -> list[str]:
     """The comparison only means something if every file holds the same trained weights."""
+    sources = made_from(checkpoint, digest)
     return [f"WARNING: {paths[p]} was not made from {checkpoint} (checkpoint_sha256 differs): not the same model"
-            for p, blob in blobs.items() if onnx_metadata(blob).get("checkpoint_sha256") not in (None, digest)]
+            for p, blob in blobs.items() if onnx_metadata(blob).get("checkpoint_sha256") not in (None, *sources)]
 
 
 def layer_macs(model: nn.Module, example: torch.Tensor) -> list[dict]:
@@ -214,7 +226,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-dir", help="take DIR/best.pt, DIR/*fp32*.onnx, DIR/*int8*.onnx (and *fp16*)")
     p.add_argument("--checkpoint",
-                   help="best.pt (default: the runs/*/best.pt the ONNX files came from, else the newest)")
+                   help=f"best.pt (default: the checkpoint the ONNX files came from, among "
+                        f"{CLASSIFIER_CHECKPOINT.relative_to(REPO)} and runs/*/best.pt)")
     p.add_argument("--fp32", help=f"FP32 ONNX model (default: runtime/models/{SHIPPED['fp32']})")
     p.add_argument("--int8", help=f"INT8 ONNX model (default: runtime/models/{SHIPPED['int8']})")
     p.add_argument("--fp16", help=f"FP16 ONNX model, timed on CUDA only (default: runtime/models/{SHIPPED['fp16']})")
