@@ -57,6 +57,7 @@ from .timing import (
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR, SHIPPED = MODELS_DIR, CLASSIFIER_FILES  # one table, runtime's (export.pipeline ships by it)
 DEFAULT_OUT_DIR = REPO / "benchmarks" / "results"
+RUNS_DIR = REPO / "runs"  # training runs: RUNS_DIR/*/best.pt
 STARTED = time.perf_counter()
 
 MODES = {
@@ -104,7 +105,7 @@ def default_checkpoint(blobs: dict[str, bytes]) -> Path | None:
     """The shipped checkpoint or runs/*/best.pt the ONNX files were made from (by their checkpoint_sha256);
     else the shipped classifier's checkpoint, else the newest runs/*/best.pt."""
     shipped = sorted({p for p in SHIPPED_CHECKPOINTS.values() if p.is_file() and load(p)["arch"] != "reader"})
-    candidates = [*shipped, *sorted(REPO.glob("runs/*/best.pt"))]
+    candidates = [*shipped, *sorted(RUNS_DIR.glob("*/best.pt"))]
     wanted = {onnx_metadata(b).get("checkpoint_sha256") for b in blobs.values()} - {None}
     matching = [p for p in candidates if wanted & made_from(p, sha256(p))]
     fallback = CLASSIFIER_CHECKPOINT if CLASSIFIER_CHECKPOINT.is_file() else newest(candidates)

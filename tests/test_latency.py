@@ -100,7 +100,7 @@ def test_default_models_are_the_shipped_files_and_their_checkpoint(tmp_path, mon
     from benchmarks import latency
     from export.pipeline import CLASSIFIER_CHECKPOINT
 
-    monkeypatch.setattr(latency, "REPO", tmp_path)  # no runs/*/best.pt to find
+    monkeypatch.setattr(latency, "RUNS_DIR", tmp_path)  # no runs/*/best.pt to find
     files = latency.resolve_models(latency.parse_args([]))
     assert files.checkpoint == CLASSIFIER_CHECKPOINT and {"fp32", "int8"} <= set(files.onnx)
     assert not [n for n in files.notes if n.startswith("WARNING")]
