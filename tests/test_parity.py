@@ -98,10 +98,14 @@ def test_every_shipped_model_has_its_checkpoint():
 def test_shipped_classifier_checkpoint_exports_to_the_shipped_file(tmp_path, mnist_dir):
     """checkpoints/digits.pt (rebuilt from the shipped FP32 file's weights, BatchNorm as identity: export.recover)
     through export.to_onnx computes what the shipped file computes, on every test image."""
-    from export.to_onnx import export_checkpoint
+    from export.to_onnx import export_graph, wrap
+    from train.checkpoint import load_model
 
     shipped = SHIP_DIR / SHIPPED["fp32"]
-    again = export_checkpoint(SHIPPED_CHECKPOINTS[shipped.name], tmp_path / "again.onnx", mnist_dir).path
+    path = SHIPPED_CHECKPOINTS[shipped.name]
+    ckpt = load(path)
+    again = tmp_path / "again.onnx"
+    onnx.save(export_graph(wrap(ckpt, load_model(ckpt, path), path)), again)
     pixels, _ = load_pixels(mnist_dir, "test")
     ours, theirs = onnx_logits(again, pixels), onnx_logits(shipped, pixels)
     assert np.abs(ours - theirs).max() <= 1e-5
