@@ -327,7 +327,7 @@ def run(args: argparse.Namespace) -> dict:
     entries = [format_entry(f, samples, peaks, macs, params, acc[f.key]) for f in formats]
     notes += above_peak_warnings(entries)
     return {
-        "schema": "edge-digits-latency/2",  # 2: peaks per library and number type,
+        "schema": "edge-digits-latency/2",  # 2: peaks per library and number type
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "mode": args.mode, "settings": asdict(settings), "rounds": settings.rounds,
         "machine": {**machine.describe(), "load_average_1_5_15min": load_before},
