@@ -57,21 +57,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+def launch(server_args: list[str], timeout: float = 60.0) -> tuple[subprocess.Popen, int]:
+    """``python -m runtime serve`` with these flags on a free localhost port, once /v1/health answers:
+    (process, port). RuntimeError, with what the server wrote, when it exits or stays silent."""
     port = free_port()
-    cmd = [sys.executable, "-m", "runtime", "serve", "--port", str(port), "--read-timeout", str(args.read_timeout),
-           "--max-body", str(args.max_body),
-           "--max-pixels", str(MAX_PIXELS)]
-    if args.model:
-        cmd += ["--model", args.model]
-    if args.workers:
-        cmd += ["--workers", str(args.workers)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "serve", "--port", str(port), *server_args], cwd=REPO,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SystemExit(f"server exited with {proc.returncode}: {proc.stderr.read()}")
+            raise RuntimeError(f"server exited with {proc.returncode}: {proc.stderr.read()}")
         try:
             c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
             c.request("GET", "/v1/health")
@@ -79,8 +75,29 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
                 return proc, port
         except OSError:
             time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("server did not start within 60 s")
+    stop_server(proc)
+    raise RuntimeError(f"server did not answer on port {port} within {timeout:g} s")
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    """Terminate, and kill if it has not ended 10 s later."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen, int]:
+    flags = ["--read-timeout", str(args.read_timeout), "--max-body", str(args.max_body),
+             "--max-pixels", str(MAX_PIXELS)]
+    flags += ["--model", args.model] if args.model else []
+    flags += ["--workers", str(args.workers)] if args.workers else []
+    try:
+        return launch(flags)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
 
 
 def proc_cpu_seconds(pid: int) -> float:
@@ -399,8 +416,7 @@ def main(argv=None) -> int:
               f"{rss[1]:.0f} MB after {step}, {rss[-1]:.0f} MB at the end "
               f"(samples {', '.join(f'{x:.0f}' for x in rss)})", flush=True)
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_server(proc)
 
     # abuse, on a fresh server, under a steady good load
     bomb = png_bomb()
@@ -419,8 +435,7 @@ def main(argv=None) -> int:
             good = background.result()
         alive = Client(port).post("/v1/digit", digits[0]["data"])[0] == 200
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_server(proc)
     rows = []
     for name, expected, got in cases:
         ok = got in expected if isinstance(expected, tuple) else got == expected

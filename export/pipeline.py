@@ -24,7 +24,7 @@ import onnx
 import onnxruntime
 import torch
 
-from runtime.model import CLASSIFIER_FILES, MODELS_DIR
+from runtime.model import CLASSIFIER_FILES, DEFAULT_READER, MODELS_DIR
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.config import DEFAULT_RECIPE, RECIPES
 from train.files import clean_stale_temps, copy_file, sigterm_as_interrupt, write_text
@@ -40,7 +40,13 @@ REPO = Path(__file__).resolve().parents[1]
 PUBLISHED = (*CLASSIFIER_FILES.values(), "parity.json", "parity.md")
 SHIP_DIR = MODELS_DIR
 SHIPPED = {p: CLASSIFIER_FILES[p] for p in ("fp32", "int8")}
-READER_CHECKPOINT = REPO / "checkpoints" / "reader.pt"  # kept beside the product for benchmarks and parity tests
+# Each shipped model's checkpoint, kept beside the product but outside the runtime's package data, so that the
+# benchmarks and parity tests run on a fresh install: shipped file name -> its checkpoint. --ship writes both.
+CHECKPOINTS_DIR = REPO / "checkpoints"
+SHIPPED_CHECKPOINTS = {**{name: CHECKPOINTS_DIR / "digits.pt" for name in SHIPPED.values()},
+                       DEFAULT_READER.name: CHECKPOINTS_DIR / "reader.pt"}
+CLASSIFIER_CHECKPOINT = SHIPPED_CHECKPOINTS[SHIPPED["fp32"]]
+READER_CHECKPOINT = SHIPPED_CHECKPOINTS[DEFAULT_READER.name]
 
 # What a model must reach to be shipped; tests/test_export.py and tests/test_parity.py assert these same figures.
 SHIP_GATES = {
@@ -183,7 +189,8 @@ The INT8 file is {int8['size_ratio_to_fp32']:.1%} of the FP32 file.
 - Training: `{report['train_command'] or 'not run by the pipeline (checkpoint given)'}`; settings stored in the
   checkpoint: {training_settings(report['train_config'])}
 - Recipe `{report['recipe']}`, seed {report['seed']}, {report['epochs']} epochs; checkpoint SHA-256
-  `{report['checkpoint_sha256']}` (PyTorch test accuracy {report['pytorch_test_accuracy']:.2%})
+  `{report['checkpoint_sha256']}` (PyTorch test accuracy {report['pytorch_test_accuracy']:.2%}), shipped as
+  `{CLASSIFIER_CHECKPOINT.relative_to(REPO)}` for the benchmarks and parity tests
 - FP32: `torch.onnx.export` (torch.export-based exporter), BatchNorm folded, opset 18, checked with
   `onnx.checker` (full check) and ONNX Runtime.
 - INT8: ONNX Runtime static quantization, {q['format']}; activations {q['activations']}, weights {q['weights']};
@@ -219,6 +226,7 @@ def ship(report: dict) -> list[Path]:
     if problems:
         raise PipelineError(f"{SHIP_DIR}: not shipping: {'; '.join(problems)}")
     written = [copy_file(report["models"][precision]["file"], SHIP_DIR / name) for precision, name in SHIPPED.items()]
+    written.append(copy_file(report["checkpoint"], CLASSIFIER_CHECKPOINT))
     card = SHIP_DIR / "MODEL_CARD.md"
     write_text(card, model_card(report))
     return [*written, card]

@@ -593,7 +593,7 @@ def soft_ink(analysis: InkAnalysis, comp: Component, pad: int = 3,
 def fit_and_centre(soft: np.ndarray, size: int = 28) -> np.ndarray:
     """MNIST normalisation: stroke width, 20x20 box, centre of mass."""
     box = max(1, round(size * 20 / 28))
-    soft = _crop_to_ink(soft)
+    soft = crop_to_ink(soft)
     if soft is None:
         raise NoDigitFound("no digit found (empty crop)")
     h, w = soft.shape
@@ -601,7 +601,7 @@ def fit_and_centre(soft: np.ndarray, size: int = 28) -> np.ndarray:
     canon = cv2.resize(soft, (max(1, round(w * scale)), max(1, round(h * scale))),
                        interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     canon = normalise_stroke(canon, box)
-    canon = _crop_to_ink(canon)
+    canon = crop_to_ink(canon)
     if canon is None:
         raise NoDigitFound("no digit found (empty crop)")
     h, w = canon.shape
@@ -671,7 +671,8 @@ def centre_by_mass(img: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------- helpers
 
 
-def _crop_to_ink(img: np.ndarray, level: float = 0.05) -> np.ndarray | None:
+def crop_to_ink(img: np.ndarray, level: float = 0.05) -> np.ndarray | None:
+    """The image cropped to its pixels above ``level``; None when there are none."""
     ys, xs = np.nonzero(img > level)
     if ys.size == 0:
         return None

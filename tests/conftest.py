@@ -1,13 +1,22 @@
-"""Shared fixtures: where MNIST is, and tiny IDX files written on the fly.
+"""Shared fixtures: where MNIST is, tiny IDX files written on the fly, test photos, and a real
+``python -m runtime serve`` process on a free localhost port with the HTTP calls its tests make.
 
 Test modules take these as fixtures; none imports this module (or another test module).
 """
 from __future__ import annotations
 
+import contextlib
+import email.message
 import gzip
+import json
 import os
 import struct
+import subprocess
+import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -89,6 +98,72 @@ def _small_config(out, data_dir, **overrides):
     return TrainConfig.from_recipe("fast", **{**settings, **overrides})
 
 
+@contextlib.contextmanager
+def _serve(*args: str, timeout: float = 60.0):
+    """Start the server (benchmarks.serve_load.launch), yield its base URL, stop it afterwards."""
+    from benchmarks.serve_load import launch, stop_server
+
+    proc, port = launch(list(args), timeout)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_server(proc)
+
+
+def _post(url: str, data: bytes, content_type: str = "application/octet-stream", timeout: float = 30.0,
+         headers: dict | None = None) -> tuple[int, dict, email.message.Message]:
+    """POST raw bytes: (status, JSON body, headers); error statuses too."""
+    req = urllib.request.Request(url, data=data, method="POST",
+                                 headers={"Content-Type": content_type, **(headers or {})})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read()), r.headers
+    except urllib.error.HTTPError as e:
+        body = e.read()
+        return e.code, json.loads(body), e.headers
+
+
+def _multipart(field: str, filename: str, data: bytes, content_type: str = "image/jpeg") -> tuple[bytes, str]:
+    boundary = "edge-digits-test-boundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{field}\"; filename=\"{filename}\"\r\n"
+            f"Content-Type: {content_type}\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def _get(url: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def _number_photo(digits: list[np.ndarray], size=(480, 640), height: int = 120, gap: int = 24,
+                 ink=(50, 40, 30), paper=(215, 225, 232), seed: int = 0) -> np.ndarray:
+    """A clean BGR photo of MNIST digits written in a row on paper (the
+    number reader's easy case: separate digits, even light), for tests that
+    need a reading that survives the browser's JPEG re-encoding."""
+    h, w = size
+    alpha = np.zeros((h, w), np.float32)
+    total = len(digits) * height + (len(digits) - 1) * gap
+    x, y = (w - total) // 2, (h - height) // 2
+    for d in digits:
+        alpha[y:y + height, x:x + height] = cv2.resize(d.astype(np.float32) / 255, (height, height),
+                                                       interpolation=cv2.INTER_CUBIC).clip(0, 1)
+        x += height + gap
+    layer = cv2.merge([alpha] * 3)
+    img = np.float32(paper) * (1 - layer) + np.float32(ink) * layer
+    rng = np.random.default_rng(seed)
+    return np.clip(img + rng.normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def _cli_json(*args: str) -> list[dict]:
+    """``python -m runtime classify --json ...``: one object per line."""
+    out = subprocess.run([sys.executable, "-m", "runtime", "classify", "--json", *args], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    return [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+
+
 @pytest.fixture(scope="session")
 def small_config():
     """small_config(out, data_dir, **overrides) -> TrainConfig: the fast recipe, two short epochs on 3,000 images."""
@@ -148,3 +223,29 @@ def mnist_test(mnist_dir) -> tuple[np.ndarray, np.ndarray]:
     from train.idx import load_split
 
     return load_split(mnist_dir, "test")
+
+
+@pytest.fixture(scope="session")
+def serve():
+    """serve(*server_args, timeout=60.0): context manager that starts ``python -m runtime serve`` on a free port,
+    waits until /v1/health answers and yields its base URL; stops it afterwards."""
+    return _serve
+
+
+@pytest.fixture(scope="session")
+def http():
+    """http.post(url, data, content_type, timeout, headers) -> (status, JSON, headers); http.get(url) -> (status,
+    bytes); http.multipart(field, filename, data, content_type) -> (body, content type)."""
+    return SimpleNamespace(post=_post, get=_get, multipart=_multipart)
+
+
+@pytest.fixture(scope="session")
+def number_photo():
+    """number_photo(digits, size=(480, 640), height=120, gap=24, ...) -> BGR photo of MNIST digits in a row."""
+    return _number_photo
+
+
+@pytest.fixture(scope="session")
+def cli_json():
+    """cli_json(*args) -> the objects ``python -m runtime classify --json ARGS`` prints, one per line."""
+    return _cli_json

@@ -370,3 +370,40 @@ def test_the_quantizer_runs_without_torch():
     """export.quantize checks and calibrates with export.verify and train.idx only: numpy, onnx, onnxruntime."""
     code = "import sys, export.quantize; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_recover_rebuilds_a_checkpoint_that_computes_what_its_file_does(tmp_path):
+    """export.recover on a model whose BatchNorm is far from the identity (random statistics): the rebuilt
+    checkpoint's model, and its export, give the file's logits."""
+    from export.recover import recover
+    from export.verify import set_metadata
+    from train.checkpoint import make_checkpoint, save
+    from train.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("edge", widths=(8, 12, 16), depth=2).eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 1.5)
+    ckpt = make_checkpoint(model, "edge", {"widths": [8, 12, 16], "depth": 2}, mean=0.2, std=0.3,
+                           classes=[str(d) for d in range(10)], dataset="mnist", train_config={},
+                           metrics={"test_accuracy": 0.5})
+    save(ckpt, tmp_path / "a.pt")
+    exported = to_onnx.export_graph(wrap(ckpt, model))
+    set_metadata(exported, to_onnx.metadata(ckpt, sha256(tmp_path / "a.pt"), "fp32", 0.5))
+    onnx.save(exported, tmp_path / "a.onnx")
+
+    rebuilt = recover(tmp_path / "a.onnx")
+    assert rebuilt["arch_config"] == {"widths": [8, 12, 16], "depth": 2}
+    assert rebuilt["normalization"] == pytest.approx({"mean": 0.2, "std": 0.3})
+    assert rebuilt["recovered_from"]["checkpoint_sha256"] == sha256(tmp_path / "a.pt")
+    pixels = np.random.default_rng(0).random((64, 1, 28, 28), dtype=np.float32)
+    original = onnx_logits(tmp_path / "a.onnx", pixels)
+    assert np.abs(torch_logits(wrap(rebuilt, load_model(rebuilt)), pixels) - original).max() < 1e-4
+    onnx.save(to_onnx.export_graph(wrap(rebuilt, load_model(rebuilt))), tmp_path / "b.onnx")
+    assert np.abs(onnx_logits(tmp_path / "b.onnx", pixels) - original).max() < 1e-5
+    # BatchNorm as the exact identity: the export folds it away without changing a bit of the weights.
+    weights = [{t.name: onnx.numpy_helper.to_array(t) for t in onnx.load(tmp_path / f).graph.initializer}
+               for f in ("a.onnx", "b.onnx")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])

@@ -92,3 +92,15 @@ def test_missing_checkpoint_is_one_line_error(tmp_path):
                       "--out-dir", str(tmp_path))
     assert done.returncode == 1
     assert done.stderr.strip().startswith("error:") and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_default_models_are_the_shipped_files_and_their_checkpoint(tmp_path, monkeypatch):
+    """Right after install (no runs/): the shipped ONNX files and checkpoints/digits.pt, with no warning that
+    they are different models."""
+    from benchmarks import latency
+    from export.pipeline import CLASSIFIER_CHECKPOINT
+
+    monkeypatch.setattr(latency, "RUNS_DIR", tmp_path)  # no runs/*/best.pt to find
+    files = latency.resolve_models(latency.parse_args([]))
+    assert files.checkpoint == CLASSIFIER_CHECKPOINT and {"fp32", "int8"} <= set(files.onnx)
+    assert not [n for n in files.notes if n.startswith("WARNING")]

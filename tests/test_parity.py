@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from export.pipeline import SHIP_GATES
+from export.pipeline import READER_CHECKPOINT, SHIP_DIR, SHIP_GATES, SHIPPED, SHIPPED_CHECKPOINTS
 from export.verify import accuracy, compare, load_pixels, onnx_logits
-from train.checkpoint import sha256
+from train.checkpoint import load, sha256
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,9 +83,36 @@ def test_nan_never_passes_parity():
     assert compare(candidate, candidate, np.arange(3)).agreement == pytest.approx(2 / 3)
 
 
-# ------------------------------------------------------------ the shipped row reader
+# ------------------------------------------------------------ the shipped classifier's checkpoint
 
-READER_CHECKPOINT = REPO / "checkpoints" / "reader.pt"
+
+def test_every_shipped_model_has_its_checkpoint():
+    """The benchmarks run on a fresh install: each shipped file's checkpoint is there, and is the one it came from."""
+    for name, checkpoint in SHIPPED_CHECKPOINTS.items():
+        meta = {p.key: p.value for p in onnx.load(SHIP_DIR / name).metadata_props}
+        ckpt = load(checkpoint)
+        made_from = {sha256(checkpoint), ckpt.get("recovered_from", {}).get("checkpoint_sha256")}
+        assert meta.get("checkpoint_sha256") in made_from, f"{SHIP_DIR / name} was not made from {checkpoint}"
+
+
+def test_shipped_classifier_checkpoint_exports_to_the_shipped_file(tmp_path, mnist_dir):
+    """checkpoints/digits.pt (rebuilt from the shipped FP32 file's weights, BatchNorm as identity: export.recover)
+    through export.to_onnx computes what the shipped file computes, on every test image."""
+    from export.to_onnx import export_graph, wrap
+    from train.checkpoint import load_model
+
+    shipped = SHIP_DIR / SHIPPED["fp32"]
+    path = SHIPPED_CHECKPOINTS[shipped.name]
+    ckpt = load(path)
+    again = tmp_path / "again.onnx"
+    onnx.save(export_graph(wrap(ckpt, load_model(ckpt, path), path)), again)
+    pixels, _ = load_pixels(mnist_dir, "test")
+    ours, theirs = onnx_logits(again, pixels), onnx_logits(shipped, pixels)
+    assert np.abs(ours - theirs).max() <= 1e-5
+    assert (ours.argmax(1) == theirs.argmax(1)).all()
+
+
+# ------------------------------------------------------------ the shipped row reader
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,25 +18,26 @@ import pytest
 for _extra in ("starlette", "uvicorn", "python_multipart", "prometheus_client"):
     pytest.importorskip(_extra, reason="the serve extra is not installed (pip install -e '.[serve]')")
 
-from serve_process import REPO, cli_json, get, multipart, number_photo, post, serve  # noqa: E402
 
 from benchmarks.serve_load import chunked_upload  # noqa: E402
 
 pytestmark = pytest.mark.needs_model
+
+REPO = Path(__file__).resolve().parents[1]
 
 BODY_LIMIT = 3_000_000
 PIXEL_LIMIT = 8_000_000
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(serve):
     with serve("--workers", "2", "--max-queue", "64", "--max-body", str(BODY_LIMIT), "--max-pixels", str(PIXEL_LIMIT),
                "--read-timeout", "1.5") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def photos(tmp_path_factory, mnist_test, paper_photo, encode):
+def photos(tmp_path_factory, mnist_test, paper_photo, encode, number_photo, cli_json):
     """Digit photos (JPEG, PNG) and number photos, with what the CLI reads
     from the same files: the server must answer the same."""
     images, labels = mnist_test
@@ -59,8 +61,8 @@ def strip_path(obj: dict) -> dict:
     return {k: v for k, v in obj.items() if k != "path"}
 
 
-def test_health_names_models_precision_providers_versions(server):
-    status, body = get(server + "/v1/health")
+def test_health_names_models_precision_providers_versions(server, http):
+    status, body = http.get(server + "/v1/health")
     health = json.loads(body)
     assert status == 200 and health["status"] == "ok"
     assert health["precision"] == "int8" and health["models"]["digit"]["path"].endswith("digits-int8.onnx")
@@ -69,11 +71,11 @@ def test_health_names_models_precision_providers_versions(server):
     assert health["limits"]["max_body_bytes"] == BODY_LIMIT
 
 
-def test_page_and_openapi_are_served(server):
-    status, page = get(server + "/")
+def test_page_and_openapi_are_served(server, http):
+    status, page = http.get(server + "/")
     assert status == 200 and b"/static/app.js" in page
-    assert get(server + "/static/app.js")[0] == 200
-    status, doc = get(server + "/openapi.json")
+    assert http.get(server + "/static/app.js")[0] == 200
+    status, doc = http.get(server + "/openapi.json")
     spec = json.loads(doc)
     assert status == 200 and {"/v1/digit", "/v1/number", "/v1/health", "/metrics"} <= set(spec["paths"])
 
@@ -92,34 +94,34 @@ def test_page_and_openapi_are_served(server):
             target = target[key]
 
 
-def test_digit_answers_equal_the_cli(server, photos):
+def test_digit_answers_equal_the_cli(server, photos, http):
     for path, label, expected in photos["digit"]:
-        status, body, headers = post(server + "/v1/digit", path.read_bytes(), "image/jpeg")
+        status, body, headers = http.post(server + "/v1/digit", path.read_bytes(), "image/jpeg")
         assert status == 200, body
         assert body == strip_path(expected) and body["digit"] == label, path
         assert re.fullmatch(r"queue;dur=[\d.]+, read;dur=[\d.]+", headers["Server-Timing"])
-        status, boxed, _ = post(server + "/v1/digit?boxes=1", path.read_bytes())
+        status, boxed, _ = http.post(server + "/v1/digit?boxes=1", path.read_bytes())
         x, y, w, h = boxed["box"]
         assert w > 0 and h > 0 and {k: boxed[k] for k in expected if k != "path"} == strip_path(expected)
 
 
-def test_number_answers_equal_the_cli_raw_and_multipart(server, photos):
+def test_number_answers_equal_the_cli_raw_and_multipart(server, photos, http):
     for path, _label, expected in photos["number"]:
-        status, body, headers = post(server + "/v1/number", path.read_bytes())
+        status, body, headers = http.post(server + "/v1/number", path.read_bytes())
         assert status == 200 and body == strip_path(expected), path
-        form, ctype = multipart("image", path.name, path.read_bytes())
-        status, body, _ = post(server + "/v1/number", form, ctype)
+        form, ctype = http.multipart("image", path.name, path.read_bytes())
+        status, body, _ = http.post(server + "/v1/number", form, ctype)
         assert status == 200 and body == {**strip_path(expected), "path": path.name}
     # the clean rows are read right, not only the same
     assert [e["number"] for _, _, e in photos["number"][-2:]] == [label for _, label, _ in photos["number"][-2:]]
 
 
-def test_concurrent_requests_all_answered_right(server, photos):
+def test_concurrent_requests_all_answered_right(server, photos, http):
     jobs = [(kind, path, expected) for kind in ("digit", "number") for path, _, expected in photos[kind]] * 4
 
     def one(job):
         kind, path, expected = job
-        return post(f"{server}/v1/{kind}", path.read_bytes())[:2], strip_path(expected)
+        return http.post(f"{server}/v1/{kind}", path.read_bytes())[:2], strip_path(expected)
 
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(one, jobs))
@@ -130,7 +132,7 @@ def test_concurrent_requests_all_answered_right(server, photos):
 
 @pytest.mark.parametrize("case", ["text", "pdf", "empty", "truncated", "corrupt", "bomb", "too_many_pixels", "blank",
                                   "tiny", "form_without_file"])
-def test_bad_requests_get_clear_json_errors(server, case, mnist_test, paper_photo, encode):
+def test_bad_requests_get_clear_json_errors(server, case, mnist_test, paper_photo, encode, http):
     images, _ = mnist_test
     good = encode(paper_photo(images[0]), ".jpg")
     png_header = b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR"
@@ -154,17 +156,17 @@ def test_bad_requests_get_clear_json_errors(server, case, mnist_test, paper_phot
         "tiny": (422, "too small"), "form_without_file": (400, "no file"),
     }[case]
     for endpoint in ("/v1/digit", "/v1/number"):
-        status, body, _ = post(server + endpoint, data, ctype)
+        status, body, _ = http.post(server + endpoint, data, ctype)
         assert status == want and body["status"] == want, (case, body)
         if case == "blank" and endpoint == "/v1/number":
             words = "no number found"
         assert words in body["error"] and "Traceback" not in body["error"], body
 
 
-def test_unknown_routes_and_methods_answer_json(server):
-    status, body = get(server + "/v1/nothing")
+def test_unknown_routes_and_methods_answer_json(server, http):
+    status, body = http.get(server + "/v1/nothing")
     assert status == 404 and "error" in json.loads(body)
-    status, body = get(server + "/v1/digit")
+    status, body = http.get(server + "/v1/digit")
     assert status == 405 and "error" in json.loads(body)
 
 
@@ -200,7 +202,7 @@ def test_oversized_bodies_are_refused_without_reading_them(server):
     assert answer.startswith(b"HTTP/1.1 413 ") and b"body too large" in answer
 
 
-def test_truncated_and_slow_uploads_do_not_stop_the_others(server, photos):
+def test_truncated_and_slow_uploads_do_not_stop_the_others(server, photos, http):
     port = int(server.rsplit(":", 1)[1])
     path, _, expected = photos["digit"][0]
     data = path.read_bytes()
@@ -220,19 +222,19 @@ def test_truncated_and_slow_uploads_do_not_stop_the_others(server, photos):
     for t in threads:
         t.start()
     # meanwhile, ordinary clients are served
-    served = [post(server + "/v1/digit", data)[:2] for _ in range(5)]
+    served = [http.post(server + "/v1/digit", data)[:2] for _ in range(5)]
     for t in threads:
         t.join(15)
     assert all(status == 200 and body == strip_path(expected) for status, body in served)
     assert b" 408 " in results["slow"].split(b"\r\n", 1)[0] and b"not received within" in results["slow"]
-    assert post(server + "/v1/digit", data)[:2] == (200, strip_path(expected))
+    assert http.post(server + "/v1/digit", data)[:2] == (200, strip_path(expected))
 
 
-def test_metrics_count_requests_errors_and_latency(server, photos):
+def test_metrics_count_requests_errors_and_latency(server, photos, http):
     path = photos["digit"][0][0]
-    post(server + "/v1/digit", path.read_bytes())
-    post(server + "/v1/digit", b"not an image at all")
-    status, text = get(server + "/metrics")
+    http.post(server + "/v1/digit", path.read_bytes())
+    http.post(server + "/v1/digit", b"not an image at all")
+    status, text = http.get(server + "/metrics")
     text = text.decode()
     assert status == 200
 
@@ -246,7 +248,7 @@ def test_metrics_count_requests_errors_and_latency(server, photos):
     assert value("process_resident_memory_bytes") > 0
 
 
-def test_overload_is_refused_with_503_and_the_rest_are_served(photos):
+def test_overload_is_refused_with_503_and_the_rest_are_served(photos, serve, http):
     """One worker, a queue of one: a burst of 16 gets some 503s (with
     Retry-After), and every request that was admitted is answered right."""
     path, _, expected = photos["number"][-1]
@@ -256,7 +258,7 @@ def test_overload_is_refused_with_503_and_the_rest_are_served(photos):
 
         def one(_):
             barrier.wait()
-            return post(url + "/v1/number", data)
+            return http.post(url + "/v1/number", data)
 
         with ThreadPoolExecutor(16) as pool:
             answers = list(pool.map(one, range(16)))
@@ -267,7 +269,7 @@ def test_overload_is_refused_with_503_and_the_rest_are_served(photos):
                 assert body == strip_path(expected)
             else:
                 assert "busy" in body["error"] and headers["Retry-After"] == "1"
-        assert post(url + "/v1/number", data)[:2] == (200, strip_path(expected))
+        assert http.post(url + "/v1/number", data)[:2] == (200, strip_path(expected))
 
 
 def test_reader_option_is_passed_on_or_refused_clearly(tmp_path):

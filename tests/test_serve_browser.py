@@ -17,7 +17,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from serve_process import cli_json, number_photo, serve
 
 CHROMIUM = next((p for p in ("/usr/lib/chromium/chromium", shutil.which("chromium") or "",
                              shutil.which("chromium-browser") or "") if p and os.access(p, os.X_OK)), None)
@@ -59,7 +58,7 @@ def mnist(mnist_test):
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory, mnist, encode):
+def video(tmp_path_factory, mnist, encode, number_photo, cli_json):
     """2 s of one number, then 2 s of another, as the camera sees them; the
     readings `runtime classify` makes of the same frames."""
     images, labels = mnist
@@ -79,7 +78,7 @@ def video(tmp_path_factory, mnist, encode):
 
 
 @pytest.fixture(scope="module")
-def server():
+def server(serve):
     with serve("--workers", "2") as url:
         yield url
 
@@ -148,7 +147,7 @@ def assert_boxes_drawn(page, expected_digits: list[dict]) -> None:
         assert darkest < 110, (d, darkest)
 
 
-def test_uploaded_photo_shows_the_cli_reading_with_boxes(phone, tmp_path, mnist, encode):
+def test_uploaded_photo_shows_the_cli_reading_with_boxes(phone, tmp_path, mnist, encode, number_photo, cli_json):
     images, labels = mnist
     path = tmp_path / "row.jpg"
     path.write_bytes(encode(number_photo([images[k] for k in (3, 4, 5)], seed=3), ".jpg"))
@@ -165,7 +164,7 @@ def test_uploaded_photo_shows_the_cli_reading_with_boxes(phone, tmp_path, mnist,
     assert phone.evaluate("document.documentElement.scrollWidth") <= 390
 
 
-def test_a_large_photo_decoded_reduced_gets_its_boxes_scaled(phone, tmp_path, mnist, encode):
+def test_a_large_photo_decoded_reduced_gets_its_boxes_scaled(phone, tmp_path, mnist, encode, number_photo, cli_json):
     """A 2400x1800 JPEG is decoded at half size by the runtime: the boxes
     (in the decoded pixels, X-Image-Size) must still land on the digits."""
     images, labels = mnist
@@ -179,7 +178,7 @@ def test_a_large_photo_decoded_reduced_gets_its_boxes_scaled(phone, tmp_path, mn
     assert_boxes_drawn(phone, expected["digits"])
 
 
-def test_single_digit_mode_and_a_photo_without_digits(phone, tmp_path, mnist, paper_photo, encode):
+def test_single_digit_mode_and_a_photo_without_digits(phone, tmp_path, mnist, paper_photo, encode, cli_json):
     images, labels = mnist
     digit = tmp_path / "digit.png"
     digit.write_bytes(encode(paper_photo(images[2], seed=2), ".png"))

@@ -75,8 +75,15 @@ def test_unknown_architecture():
         build_model("nope")
 
 
-def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir, small_config):
-    summary = trainer.train(small_config(tmp_path, mnist_dir))
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, mnist_dir, small_config) -> tuple[Path, dict]:
+    """One short run of the fast recipe (its directory and summary), shared by the tests that read it."""
+    out = tmp_path_factory.mktemp("short")
+    return out, trainer.train(small_config(out, mnist_dir))
+
+
+def test_short_run_learns_and_writes_every_artifact(short_run):
+    tmp_path, summary = short_run
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     losses = [p["loss"] for p in metrics["train"]]
     assert sum(losses[-3:]) / 3 < 0.5 * sum(losses[:3]) / 3
@@ -93,14 +100,9 @@ def test_short_run_learns_and_writes_every_artifact(tmp_path, mnist_dir, small_c
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_checkpoint_loads_with_weights_only(tmp_path, mnist_dir, small_config):
-    trainer.train(small_config(tmp_path, mnist_dir, epochs=1, train_subset=500))
-    obj = torch.load(tmp_path / "best.pt", weights_only=True)
-    assert obj["format"] == "edge-digits-checkpoint"
-
-
-def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monkeypatch, small_config):
-    full = trainer.train(small_config(tmp_path / "full", mnist_dir))
+def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monkeypatch, small_config, short_run):
+    """Cut at iteration 40 and resumed, the run ends with the uninterrupted short run's weights, bit for bit."""
+    full_dir, full = short_run
 
     real_evaluate = trainer.evaluate
 
@@ -118,7 +120,7 @@ def test_interrupt_then_resume_gives_the_same_weights(tmp_path, mnist_dir, monke
     monkeypatch.setattr(trainer, "evaluate", real_evaluate)
     resumed = trainer.train(cfg, resume=True)
 
-    a = torch.load(tmp_path / "full" / "best.pt", weights_only=True)["state_dict"]
+    a = torch.load(full_dir / "best.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "cut" / "best.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert resumed["iterations"] == full["iterations"] and resumed["test_accuracy"] == full["test_accuracy"]

@@ -13,8 +13,10 @@ processes, and a run interrupted on W processes resumes on any other number.
 """
 from __future__ import annotations
 
+import gc
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -66,7 +68,18 @@ def device_for(world: World, device: torch.device) -> torch.device:
 
 @contextmanager
 def process_group(world: World, device: torch.device) -> Iterator[None]:
-    """NCCL between GPUs, Gloo between CPU processes; torn down however the block ends."""
+    """NCCL between GPUs, Gloo between CPU processes; torn down however the block ends.
+
+    Before the group goes, everything that still holds it is released: DDP's wrapper sits in
+    reference cycles (its reducer and hooks point back at it), so it outlives the training
+    function until the cyclic garbage collector runs, often only while the interpreter shuts
+    down. Its reducer then releases the group's last reference and with it Gloo's worker
+    threads' pending work, whose Python references are dropped on a worker thread after the
+    interpreter has begun to finalise: CPython ends such a thread with pthread_exit, whose
+    unwinding through a noexcept C++ destructor calls std::terminate ("terminate called without
+    an active exception", exit -6), at random, by how far the collector had got. So the frames of
+    an error are cleared (they hold the training function's locals) and the garbage collected
+    while the interpreter is whole, then the group is destroyed."""
     if not world.distributed:
         yield
         return
@@ -74,7 +87,11 @@ def process_group(world: World, device: torch.device) -> Iterator[None]:
     dist.init_process_group(backend, timeout=TIMEOUT, **({"device_id": device} if device.type == "cuda" else {}))
     try:
         yield
+    except BaseException as e:
+        traceback.clear_frames(e.__traceback__)  # the message and the stack stay; the frames' locals go
+        raise
     finally:
+        gc.collect()
         dist.destroy_process_group()
 
 

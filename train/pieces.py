@@ -14,19 +14,19 @@ things a model trained on clean single digits does badly there:
   (a digit cut out of a touching pair by a near-vertical cut) are trained
   with the digit's label.
 
-Both are made from the training split the way the runtime makes its inputs
-(crop to the ink, stroke width kept, longer side fitted to 20 pixels,
-centre of mass at the centre of the 28x28 frame).
+Both are made from the training split and framed by the runtime's own
+function (runtime.preprocess.fit_and_centre), as the runtime frames what it cuts.
 """
 from __future__ import annotations
 
 from functools import partial
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-BOX = 20  # MNIST digits are fitted into a 20x20 box within the 28x28 frame
-STROKE = 2.3  # MNIST's typical stroke width in that box, in pixels
+from runtime.preprocess import crop_to_ink, fit_and_centre
+
 OUTLIER_KINDS = (("pair", 0.6), ("triple", 0.2), ("part", 0.2))
 TOUCHING = (-0.08, 0.06)  # how close touching digits of an outlier come (see _place)
 
@@ -70,7 +70,7 @@ def _coin(gen: torch.Generator) -> bool:
 def _digit(image: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """A digit cropped to its ink as float in [0, 1], about 20 pixels high
     (MNIST's scale, so its strokes are MNIST's width) and +-15%."""
-    img = crop_to_ink(image.float() / 255)
+    img = torch.from_numpy(crop_to_ink(image.numpy().astype(np.float32) / 255))
     h, w = img.shape
     s = 20 * _uniform(gen, 0.85, 1.15) / h
     return F.interpolate(img[None, None], size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
@@ -154,37 +154,11 @@ def _cut_piece(a: torch.Tensor, b: torch.Tensor, gen: torch.Generator):
 # ------------------------------------------------------------ MNIST framing
 
 
-def crop_to_ink(img: torch.Tensor, level: float = 0.05) -> torch.Tensor:
-    ys, xs = torch.nonzero(img > level, as_tuple=True)
-    if ys.numel() == 0:
-        return img
-    return img[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
-
-
-def fit(canvas: torch.Tensor, size: int = 28) -> torch.Tensor:
-    """MNIST's framing of a float image: crop to the ink, longer side to 20
-    pixels, centre of mass at the frame's centre, peak 1. The stroke is
-    widened first by what shrinking takes off, as the runtime's
-    preprocessing keeps MNIST's stroke width."""
-    img = crop_to_ink(canvas)
-    h, w = img.shape
-    scale = BOX / max(h, w)  # digits come at MNIST's scale: strokes about STROKE wide
-    grow = round(STROKE * (1 / scale - 1))
-    if grow >= 1:
-        k = 2 * ((grow + 1) // 2) + 1
-        img = F.max_pool2d(img[None, None], k, stride=1, padding=k // 2)[0, 0]
-    small = F.interpolate(img[None, None], size=(max(1, round(h * scale)), max(1, round(w * scale))),
-                          mode="bilinear", antialias=True, align_corners=False)[0, 0].clamp(0, 1)
-    out = torch.zeros(size, size)
-    sh, sw = small.shape
-    oy, ox = (size - sh) // 2, (size - sw) // 2
-    out[oy:oy + sh, ox:ox + sw] = small
-    total = out.sum()
-    idx = torch.arange(size, dtype=torch.float32)
-    cy, cx = (out.sum(1) * idx).sum() / total, (out.sum(0) * idx).sum() / total
-    dy, dx = round(size / 2 - cy.item()), round(size / 2 - cx.item())
-    shifted = F.pad(out, (size, size, size, size))[size - dy:2 * size - dy, size - dx:2 * size - dx]
-    return shifted / shifted.max()
+def fit(canvas: torch.Tensor) -> torch.Tensor:
+    """MNIST's framing of a float ink image in [0, 1], the runtime's own (runtime.preprocess.fit_and_centre:
+    crop to the ink, stroke width brought to MNIST's, longer side to 20 pixels, centre of mass at the
+    frame's centre, peak 1), so that the model trains on pieces framed exactly as it will be shown them."""
+    return torch.from_numpy(fit_and_centre(canvas.numpy().astype(np.float32)))
 
 
 def _to_uint8(images: list[torch.Tensor]) -> torch.Tensor:
