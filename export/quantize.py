@@ -85,6 +85,9 @@ PRESETS = {
     "qop-u8s8-7bit": dict(quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
                           weight_type=QuantType.QInt8, per_channel=True, reduce_range=True),
 }
+# What runs correctly on every x86 CPU kind: a shipped file is quantized once and run anywhere, and 8-bit
+# weights would saturate on CPUs without VNNI. export.pipeline (which makes the shipped files) uses it.
+PORTABLE_PRESET = "u8s8-7bit"
 # CPU flags of 8-bit dot products that accumulate in int32 without an int16 step.
 INT32_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
@@ -199,8 +202,9 @@ def convert_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
 def settings_summary(method: str, calibration_size: int, preset: str) -> dict:
     s = PRESETS[preset]
     width = lambda t: "uint8" if t == QuantType.QUInt8 else "int8"  # noqa: E731
-    return {"preset": f"{preset} (chosen for CPU flags: "
-                      f"{' '.join(sorted(cpu_flags() & set(INT32_DOT_FLAGS))) or 'no VNNI/AMX'})",
+    meant = ("every x86 CPU kind" if preset == PORTABLE_PRESET else
+             f"CPUs like this one ({' '.join(sorted(cpu_flags() & set(INT32_DOT_FLAGS))) or 'no VNNI/AMX'})")
+    return {"preset": f"{preset}, meant for {meant}",
             "format": "QDQ" if s["quant_format"] == QuantFormat.QDQ else "QOperator",
             "activations": f"{width(s['activation_type'])} per-tensor",
             "weights": f"{width(s['weight_type'])} {'per-channel' if s['per_channel'] else 'per-tensor'}"
@@ -287,6 +291,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"training images used for calibration (default {DEFAULT_CALIBRATION_SIZE})")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help=f"calibration method (default {DEFAULT_METHOD})")
+    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
+                   help="INT8 format (export.quantize.PRESETS); auto: the one for this machine's CPU flags (8-bit "
+                        "weights with VNNI/AMX, 7-bit without); the file is then meant for CPUs of this kind")
     p.add_argument("--fp16", action="store_true",
                    help="also write an FP16 model (MODEL-fp16.onnx beside the INT8 output)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
@@ -316,7 +323,7 @@ def main(argv=None) -> int:
     try:
         with sigterm_as_interrupt():
             results = make_variants(args.model, out, args.data_dir, args.calibration_size, args.method, fp16_out,
-                                    args.min_agreement)
+                                    args.min_agreement, None if args.preset == "auto" else args.preset)
     except (DataError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
