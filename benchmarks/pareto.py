@@ -89,7 +89,7 @@ def speeds(models: dict[str, Path], pixels: np.ndarray, rounds: int, seconds: fl
 
 def test_accuracy(path: Path, pixels: np.ndarray, labels: np.ndarray) -> float:
     clf = DigitClassifier(path, threads=1)
-    logits = np.concatenate([clf.predict_pixels(pixels[i:i + 1000]) for i in range(0, len(pixels), 1000)])
+    logits = np.concatenate([clf.predict_pixels(pixels[i:i + 1000, 0]) for i in range(0, len(pixels), 1000)])
     return float((logits.argmax(1) == labels).mean())
 
 

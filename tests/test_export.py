@@ -370,3 +370,14 @@ def test_the_quantizer_runs_without_torch():
     """export.quantize checks and calibrates with export.verify and train.idx only: numpy, onnx, onnxruntime."""
     code = "import sys, export.quantize; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_int8_preset_follows_the_cpu_kind():
+    """8-bit weights only where int8 products accumulate in int32 (VNNI, AMX); without, they would saturate
+    in vpmaddubsw's int16 pairs: 7-bit weights, as the shipped (portable) files use."""
+    from export.quantize import PORTABLE_PRESET, PRESETS, preset_for
+
+    assert PRESETS[preset_for({"fma", "avx2"})]["reduce_range"]
+    for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        assert not PRESETS[preset_for({"avx2", flag})]["reduce_range"]
+    assert PRESETS[PORTABLE_PRESET]["reduce_range"]
