@@ -17,14 +17,12 @@ import time
 
 import numpy as np
 
-from benchmarks.latency import ort_runner, time_calls
 from benchmarks.machine import cpu_info
+from benchmarks.pareto import BIG_BATCH, side_by_side
 from export.quantize import PRESETS, calibration_pixels, cpu_flags, preset_for, quantize_int8
 from export.verify import load_pixels, onnx_logits
 from runtime.model import MODELS_DIR
 from train.idx import DATA_ENV, resolve_data_dir
-
-BIG_BATCH = 256
 
 
 def variants(fp32: str, data_dir) -> dict[str, bytes]:
@@ -35,21 +33,6 @@ def variants(fp32: str, data_dir) -> dict[str, bytes]:
             model = quantize_int8(fp32, calibration, preset=preset, float_first=float_first)
             out[f"{preset}{'' if float_first else ' +conv1'}"] = model.SerializeToString()
     return out
-
-
-def timings(models: dict[str, bytes], pixels: np.ndarray, rounds: int, seconds: float) -> dict[str, dict]:
-    runners = {k: ort_runner(k, blob, 1) for k, blob in models.items()}
-    inputs = {k: {b: r.prepare(pixels[:b]) for b in (1, BIG_BATCH)} for k, r in runners.items()}
-    lat, rate = {k: [] for k in runners}, {k: [] for k in runners}
-    keys = list(runners)
-    for i in range(rounds):
-        for k in keys[i % len(keys):] + keys[:i % len(keys)]:
-            r = runners[k]
-            lat[k].append(time_calls(r.predict, inputs[k][1], 200, seconds, warmup=20))
-            ns = time_calls(r.predict, inputs[k][BIG_BATCH], 3, seconds, warmup=1)
-            rate[k].append(BIG_BATCH * len(ns) / (ns.sum() * 1e-9))
-    return {k: {"b1_us": float(np.median(np.concatenate(lat[k]))) / 1e3, "b256": float(np.median(rate[k]))}
-            for k in runners}
 
 
 def main(argv=None) -> int:
@@ -65,7 +48,7 @@ def main(argv=None) -> int:
     models = variants(args.model, data_dir)
     pixels, labels = load_pixels(data_dir, "test")
     reference = onnx_logits(args.model, pixels, threads=1).argmax(1)
-    timed = timings(models, np.ascontiguousarray(pixels[:BIG_BATCH]), args.rounds, args.seconds)
+    timed = side_by_side(models, np.ascontiguousarray(pixels[:BIG_BATCH]), args.rounds, args.seconds)
     name, flags = cpu_info()
     chosen = preset_for(cpu_flags())
     print(f"{args.model} on {name} ({' '.join(flags)}), 1 thread, ONNX Runtime; {time.strftime('%Y-%m-%d %H:%M')} UTC")
@@ -77,8 +60,8 @@ def main(argv=None) -> int:
         predicted = onnx_logits(blob_model(blob), pixels, threads=1).argmax(1)
         t = timed[k]
         mark = " (chosen)" if k == chosen else ""
-        print(f"| {k}{mark} | {t['b1_us']:.1f} µs | {base['b1_us'] / t['b1_us']:.2f}x | {t['b256']:,.0f} "
-              f"| {t['b256'] / base['b256']:.2f}x | {(predicted == labels).mean():.2%} "
+        print(f"| {k}{mark} | {t['b1_p50_us']:.1f} µs | {base['b1_p50_us'] / t['b1_p50_us']:.2f}x | {t['b256_images_per_s']:,.0f} "
+              f"| {t['b256_images_per_s'] / base['b256_images_per_s']:.2f}x | {(predicted == labels).mean():.2%} "
               f"| {(predicted == reference).mean():.2%} |")
     print(f"\n({time.perf_counter() - start:.0f} s)", file=sys.stderr)
     return 0

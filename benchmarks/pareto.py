@@ -70,9 +70,15 @@ def photo_set(data_dir: Path, seed: int, n: int, directory: Path) -> tuple[list[
 
 
 def speeds(models: dict[str, Path], pixels: np.ndarray, rounds: int, seconds: float) -> dict:
-    """INT8 and FP32 batch-1 p50 µs and batch-256 images/s per model; rounds rotate the order."""
-    runners = {(name, p): ort_runner(f"{name}-{p}", path.read_bytes(), 1)
-               for name, fp32 in models.items() for p, path in (("fp32", fp32), ("int8", variant_path(fp32, "int8")))}
+    """INT8 and FP32 batch-1 p50 µs and batch-256 images/s per model."""
+    return side_by_side({(name, p): path.read_bytes() for name, fp32 in models.items()
+                         for p, path in (("fp32", fp32), ("int8", variant_path(fp32, "int8")))}, pixels, rounds, seconds)
+
+
+def side_by_side(blobs: dict, pixels: np.ndarray, rounds: int, seconds: float) -> dict:
+    """Batch-1 p50 µs and batch-256 images/s of each ONNX model (key -> bytes), 1 thread; rounds rotate the order
+    so that drift in the machine's speed hits every model alike."""
+    runners = {key: ort_runner(str(key), blob, 1) for key, blob in blobs.items()}
     inputs = {key: {b: r.prepare(pixels[:b]) for b in (1, BIG_BATCH)} for key, r in runners.items()}
     lat = {key: [] for key in runners}
     rate = {key: [] for key in runners}
