@@ -30,7 +30,7 @@ from train.config import DEFAULT_RECIPE, RECIPES
 from train.files import clean_stale_temps, copy_file, sigterm_as_interrupt, write_text
 from train.idx import DATA_ENV, DataError, resolve_data_dir
 
-from .quantize import DEFAULT_CALIBRATION_SIZE, DEFAULT_METHOD, VariantResult, make_variants
+from .quantize import DEFAULT_CALIBRATION_SIZE, DEFAULT_METHOD, PORTABLE_PRESET, VariantResult, make_variants
 from .reader import reader_pipeline
 from .to_onnx import FP32_TOLERANCE, ExportResult, export_checkpoint, torch_logits, wrap
 from .verify import ExportError, Parity, load_pixels, parity_table
@@ -193,7 +193,8 @@ The INT8 file is {int8['size_ratio_to_fp32']:.1%} of the FP32 file.
   `{CLASSIFIER_CHECKPOINT.relative_to(REPO)}` for the benchmarks and parity tests
 - FP32: `torch.onnx.export` (torch.export-based exporter), BatchNorm folded, opset 18, checked with
   `onnx.checker` (full check) and ONNX Runtime.
-- INT8: ONNX Runtime static quantization, {q['format']}; activations {q['activations']}, weights {q['weights']};
+- INT8: ONNX Runtime static quantization, preset {q.get('preset', '?')}, {q['format']};
+  activations {q['activations']}, weights {q['weights']};
   calibration: {q['calibration']}; quantized ops: {q['quantized_ops']}. Test images were never used for calibration.
 - Versions: {', '.join(f'{k} {v}' for k, v in report['versions'].items())}; made {report['date']}.
 
@@ -216,8 +217,8 @@ some digit. Test accuracy is not accuracy on real photos.
 def training_settings(cfg: dict) -> str:
     # Recipes change over time; the checkpoint records what this run actually used.
     keys = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment", "label_smoothing",
-            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "init", "train_subset",
-            "val_size")
+            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "init", "teacher", "distill",
+            "temperature", "train_subset", "val_size")
     return ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) is not None)
 
 
@@ -248,8 +249,9 @@ def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     print(f"== export: {checkpoint} -> {fp32}", flush=True)
     exported = export_checkpoint(checkpoint, fp32, run.data_dir)
     print(f"== quantize: {exported.path} -> {int8}", flush=True)
+    # The shipped INT8 file runs on every CPU kind: the portable preset, not this machine's.
     variants = make_variants(exported.path, int8, run.data_dir, args.calibration_size,
-                             args.method, fp16 if args.fp16 else None)
+                             args.method, fp16 if args.fp16 else None, preset=PORTABLE_PRESET)
 
     print("== parity: all test images, every file against PyTorch", flush=True)
     ckpt = load(checkpoint)

@@ -65,12 +65,51 @@ MIN_AGREEMENT = 0.995
 # (MLAS U8S8) are built for; int8 activations run the same kernels after a shift, u8 weights
 # a slower U8U8 path (0.6x). Without VNNI, U8S8 multiplies pairs into int16 with saturation
 # (vpmaddubsw): full 8-bit weights cost 0.4 points of accuracy on a wide model, 7-bit weights
-# (reduce_range) avoid it at no speed cost. Per-channel weight scales: each filter uses its
-# own range. Every op kind is quantized, not only Conv/Gemm, so Relu folds into the
-# requantization and MaxPool runs on uint8; quantizing only Conv/Gemm left float Relu/MaxPool
-# between DQ/Q pairs and ran ~1.3x slower. The first convolution stays float (rewrite.py).
-SETTINGS = dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                per_channel=True, reduce_range=True)
+# (reduce_range) avoid it at no speed cost. With VNNI (vpdpbusd) or AMX the products are summed
+# straight into int32: nothing saturates, and the full 8-bit range is kept. Per-channel weight
+# scales: each filter uses its own range. Every op kind is quantized, not only Conv/Gemm, so
+# Relu folds into the requantization and MaxPool runs on uint8; quantizing only Conv/Gemm left
+# float Relu/MaxPool between DQ/Q pairs and ran ~1.3x slower. The first convolution stays float
+# (rewrite.py). The presets below are the candidates benchmarks/int8_formats.py compares.
+PRESETS = {
+    "u8s8-7bit": dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                      per_channel=True, reduce_range=True),
+    "u8s8": dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                 per_channel=True, reduce_range=False),
+    "s8s8": dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                 per_channel=True, reduce_range=False),
+    "u8s8-per-tensor": dict(quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8,
+                            weight_type=QuantType.QInt8, per_channel=False, reduce_range=False),
+    "qop-u8s8": dict(quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
+                     weight_type=QuantType.QInt8, per_channel=True, reduce_range=False),
+    "qop-u8s8-7bit": dict(quant_format=QuantFormat.QOperator, activation_type=QuantType.QUInt8,
+                          weight_type=QuantType.QInt8, per_channel=True, reduce_range=True),
+}
+# What runs correctly on every x86 CPU kind: a shipped file is quantized once and run anywhere, and 8-bit
+# weights would saturate on CPUs without VNNI. export.pipeline (which makes the shipped files) uses it.
+PORTABLE_PRESET = "u8s8-7bit"
+# CPU flags of 8-bit dot products that accumulate in int32 without an int16 step.
+INT32_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_flags() -> set[str]:
+    """This machine's CPU flags (/proc/cpuinfo; empty where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "flags":
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def preset_for(flags: set[str]) -> str:
+    """The INT8 preset for a CPU kind, by its flags: full 8-bit weights where products accumulate in int32
+    (VNNI, AMX: measured on this project's Xeon), 7-bit weights where they pass through int16 (AVX2 alone:
+    the AMD EPYC measurements of docs/EXPERIMENTS.md; unmeasured since)."""
+    return "u8s8" if flags & set(INT32_DOT_FLAGS) else "u8s8-7bit"
 # The classifier's Gemm writes float logits straight from its int32 accumulators (ORT's QGemm
 # has a float output): no 8-bit rounding of the logits and two ops fewer.
 EXTRA_OPTIONS = {"OpTypesToExcludeOutputQuantization": ["Gemm"]}
@@ -122,22 +161,25 @@ def load_fp32(path: str | os.PathLike) -> tuple[onnx.ModelProto, dict[str, str]]
 
 
 def quantize_int8(fp32_path: str | os.PathLike, calibration: np.ndarray,
-                  method: str = DEFAULT_METHOD, float_tail: int = 0) -> onnx.ModelProto:
+                  method: str = DEFAULT_METHOD, float_tail: int = 0, preset: str | None = None,
+                  float_first: bool = True) -> onnx.ModelProto:
     """Pre-process, calibrate and quantize; intermediate files live in a private temporary directory.
     ``float_tail``: the last convolutions that stay float (a row reader's last layers run on one row of
-    steps, cost little, and decide between close readings)."""
+    steps, cost little, and decide between close readings). ``preset``: a name of PRESETS (default: this
+    CPU's, preset_for). ``float_first``: the narrow first convolution stays float (rewrite.py)."""
+    settings = PRESETS[preset or preset_for(cpu_flags())]
     with tempfile.TemporaryDirectory(prefix="edge-digits-quant.") as work, quiet_quantizer():
         pre, out = Path(work) / "pre.onnx", Path(work) / "int8.onnx"
         try:
             # Shape inference plus ORT's basic graph optimisation: what quantize_static expects as input.
             quant_pre_process(str(fp32_path), str(pre))
             model = onnx.load(pre)
-            keep_float = keep_narrow_convs_float(model)
+            keep_float = keep_narrow_convs_float(model) if float_first else []
             if float_tail:
                 keep_float += [n.name for n in model.graph.node if n.op_type == "Conv"][-float_tail:]
             onnx.save(model, pre)
             quantize_static(str(pre), str(out), TrainingImages(calibration), calibrate_method=METHODS[method],
-                            nodes_to_exclude=keep_float, extra_options=EXTRA_OPTIONS, **SETTINGS)
+                            nodes_to_exclude=keep_float, extra_options=EXTRA_OPTIONS, **settings)
         except Exception as e:  # the quantizer raises many types, from Python and from ORT's C++
             raise ExportError(f"{fp32_path}: quantization failed ({first_line(e)})") from None
         model = onnx.load(out)
@@ -157,8 +199,16 @@ def convert_fp16(fp32: onnx.ModelProto) -> onnx.ModelProto:
         return float16.convert_float_to_float16(model, keep_io_types=True)
 
 
-def settings_summary(method: str, calibration_size: int) -> dict:
-    return {"format": "QDQ", "activations": "uint8 per-tensor", "weights": "int8 per-channel (7-bit range)",
+def settings_summary(method: str, calibration_size: int, preset: str) -> dict:
+    s = PRESETS[preset]
+    width = lambda t: "uint8" if t == QuantType.QUInt8 else "int8"  # noqa: E731
+    meant = ("every x86 CPU kind" if preset == PORTABLE_PRESET else
+             f"CPUs like this one ({' '.join(sorted(cpu_flags() & set(INT32_DOT_FLAGS))) or 'no VNNI/AMX'})")
+    return {"preset": f"{preset}, meant for {meant}",
+            "format": "QDQ" if s["quant_format"] == QuantFormat.QDQ else "QOperator",
+            "activations": f"{width(s['activation_type'])} per-tensor",
+            "weights": f"{width(s['weight_type'])} {'per-channel' if s['per_channel'] else 'per-tensor'}"
+                       f"{' (7-bit range)' if s['reduce_range'] else ''}",
             "calibration": f"{method}, {calibration_size} training images (seed {CALIBRATION_SEED})",
             "quantized_ops": "all supported (Conv, Gemm, MaxPool; Relu folded), except convolutions with an input "
                              "channel count not a multiple of 4 (the first, on the 1-channel image), kept float"}
@@ -183,7 +233,7 @@ def write_variant(model: onnx.ModelProto, props: dict[str, str], precision: str,
 def make_variants(fp32_path: str | os.PathLike, out: str | os.PathLike, data_dir: str | os.PathLike | None = None,
                   calibration_size: int = DEFAULT_CALIBRATION_SIZE, method: str = DEFAULT_METHOD,
                   fp16_out: str | os.PathLike | None = None,
-                  min_agreement: float = MIN_AGREEMENT) -> list[VariantResult]:
+                  min_agreement: float = MIN_AGREEMENT, preset: str | None = None) -> list[VariantResult]:
     """INT8 at `out`, and FP16 at `fp16_out` when given. Inputs are all checked before any work."""
     fp32_path, out = Path(fp32_path), Path(out)
     fp32, props = load_fp32(fp32_path)
@@ -193,10 +243,11 @@ def make_variants(fp32_path: str | os.PathLike, out: str | os.PathLike, data_dir
     reference = run_session(open_session(fp32_path), pixels)
 
     start = time.perf_counter()
-    int8 = quantize_int8(fp32_path, calibration, method)
+    preset = preset or preset_for(cpu_flags())
+    int8 = quantize_int8(fp32_path, calibration, method, preset=preset)
     seconds = time.perf_counter() - start
     size, parity = write_variant(int8, props, "int8", out, reference, pixels, labels, min_agreement)
-    results = [VariantResult(out, "int8", size, seconds, parity, settings_summary(method, calibration_size))]
+    results = [VariantResult(out, "int8", size, seconds, parity, settings_summary(method, calibration_size, preset))]
 
     if fp16_out is not None:
         start = time.perf_counter()
@@ -240,6 +291,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"training images used for calibration (default {DEFAULT_CALIBRATION_SIZE})")
     p.add_argument("--method", choices=METHODS, default=DEFAULT_METHOD,
                    help=f"calibration method (default {DEFAULT_METHOD})")
+    p.add_argument("--preset", choices=["auto", *PRESETS], default="auto",
+                   help="INT8 format (export.quantize.PRESETS); auto: the one for this machine's CPU flags (8-bit "
+                        "weights with VNNI/AMX, 7-bit without); the file is then meant for CPUs of this kind")
     p.add_argument("--fp16", action="store_true",
                    help="also write an FP16 model (MODEL-fp16.onnx beside the INT8 output)")
     p.add_argument("--min-agreement", type=float, default=MIN_AGREEMENT,
@@ -269,7 +323,7 @@ def main(argv=None) -> int:
     try:
         with sigterm_as_interrupt():
             results = make_variants(args.model, out, args.data_dir, args.calibration_size, args.method, fp16_out,
-                                    args.min_agreement)
+                                    args.min_agreement, None if args.preset == "auto" else args.preset)
     except (DataError, ExportError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

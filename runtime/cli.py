@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--model", help="ONNX model file (default: the shipped INT8 model)")
+        q.add_argument("--model", help="ONNX model file, or a shipped model's name: default, accurate (the small "
+                                       "classifiers' teacher; today the same model) (default: default)")
         q.add_argument("--threads", type=_positive, help="inference threads (default: cores available, at most 4)")
         q.add_argument("--number", action="store_true",
                        help="read numbers: every row of digits, top to bottom (JSON: 'rows', and 'number' = rows "
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
                    "0.0.0.0 for the local network)")
     s.add_argument("--port", type=int, default=8000, help="TCP port (default 8000)")
-    s.add_argument("--model", help="ONNX digit model (default: the shipped INT8 model)")
+    s.add_argument("--model", help="ONNX digit model file, or a shipped model's name: default, accurate "
+                                   "(default: default)")
     s.add_argument("--reader", help="number-reader model, for runtimes that have a learned row reader")
     s.add_argument("--workers", type=_positive, default=_default_workers(),
                    help="threads that decode and classify at once (default: twice the cores available, at most 8)")

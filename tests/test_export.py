@@ -407,3 +407,13 @@ def test_recover_rebuilds_a_checkpoint_that_computes_what_its_file_does(tmp_path
                for f in ("a.onnx", "b.onnx")]
     assert weights[0].keys() == weights[1].keys()
     assert all(np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+def test_int8_preset_follows_the_cpu_kind():
+    """8-bit weights only where int8 products accumulate in int32 (VNNI, AMX); without, they would saturate
+    in vpmaddubsw's int16 pairs: 7-bit weights, as the shipped (portable) files use."""
+    from export.quantize import PORTABLE_PRESET, PRESETS, preset_for
+
+    assert PRESETS[preset_for({"fma", "avx2"})]["reduce_range"]
+    for flag in ("avx512_vnni", "avx_vnni", "amx_int8"):
+        assert not PRESETS[preset_for({"avx2", flag})]["reduce_range"]
+    assert PRESETS[PORTABLE_PRESET]["reduce_range"]

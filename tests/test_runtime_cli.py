@@ -71,6 +71,21 @@ def test_classify_directory_json(photos, model_args):
         assert 0.0 <= r["confidence"] <= 1.0
 
 
+def test_shipped_models_by_name(photos, tmp_path, monkeypatch):
+    """--model accurate reads the larger shipped model; a file of that name in the working directory wins."""
+    from runtime.model import MODELS_DIR, model_path
+
+    assert model_path("accurate") == MODELS_DIR / "digits-accurate-int8.onnx"
+    assert model_path(None) == model_path("default") == MODELS_DIR / "digits-int8.onnx"
+    root, expected = photos
+    result = run_cli("classify", str(root), "--json", "--model", "accurate")
+    assert result.returncode == 0, result.stderr
+    assert {json.loads(line)["path"]: json.loads(line)["digit"] for line in result.stdout.splitlines()} == expected
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "accurate").write_bytes(b"not a model")
+    assert model_path("accurate") == Path("accurate")
+
+
 def test_classify_table(photos, model_args):
     root, expected = photos
     result = run_cli("classify", *sorted(expected), "--batch-size", "3", "--threads", "1", *model_args)

@@ -62,7 +62,7 @@ def test_seed_model_is_the_tutorials_architecture():
     assert seed(x).shape == (8, 10)
 
 
-@pytest.mark.parametrize("recipe", ["fast", "best"])
+@pytest.mark.parametrize("recipe", ["fast", "best", "small", "accurate"])
 def test_edge_models_are_small_and_shaped(recipe):
     cfg = TrainConfig.from_recipe(recipe)
     model = build_model(cfg.arch, **cfg.arch_config)
@@ -360,3 +360,39 @@ def test_sigterm_while_writing_leaves_no_temporary_file(tmp_path):
     result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "best.pt")], cwd=REPO, timeout=60)
     assert result.returncode == 130
     assert list(tmp_path.iterdir()) == []
+
+
+# --- distillation -----------------------------------------------------------------------------
+
+ACCURATE_INT8 = REPO / "runtime" / "models" / "digits-accurate-int8.onnx"
+
+
+@pytest.mark.skipif(not ACCURATE_INT8.exists(), reason="no shipped accurate model")
+def test_distillation_teaches_what_the_labels_do_not(tmp_path, mnist_dir, small_config, monkeypatch):
+    """With every training label scrambled, only the teacher's soft targets can make the student read digits:
+    distilled it does, trained on the labels alone it stays near chance."""
+    load = trainer.load_splits
+
+    def scrambled(*args, **kwargs):
+        splits = load(*args, **kwargs)
+        splits.train_y = splits.train_y[torch.randperm(len(splits.train_y), generator=torch.Generator().manual_seed(1))]
+        return splits
+
+    monkeypatch.setattr(trainer, "load_splits", scrambled)
+    taught = trainer.train(small_config(tmp_path / "a", mnist_dir, teacher=str(ACCURATE_INT8), distill=1.0))
+    alone = trainer.train(small_config(tmp_path / "b", mnist_dir))
+    assert alone["test_accuracy"] < 0.3 < 0.85 < taught["test_accuracy"]
+    assert checkpoint.load(tmp_path / "a" / "best.pt")["train_config"]["teacher"] == str(ACCURATE_INT8)
+
+
+def test_teacher_and_weight_go_together(tmp_path, mnist_dir, small_config):
+    with pytest.raises(ValueError, match="--teacher and --distill go together"):
+        trainer.train(small_config(tmp_path, mnist_dir, distill=0.5))
+    with pytest.raises(ValueError, match="no such file"):
+        trainer.train(small_config(tmp_path, mnist_dir, teacher=str(tmp_path / "none.onnx"), distill=0.5))
+
+
+def test_edge_head_conv_runs_on_the_last_3x3_pixels():
+    model = build_model("edge", widths=(16, 32, 64), head=128)
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert model.classifier[-1].in_features == 128 * 3 * 3

@@ -57,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
                    help="reader: files of rows cut out of photos by the runtime (python -m train.photo_rows); "
                         "their share of a batch is --photo-share")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same architecture)")
+    p.add_argument("--teacher", metavar="ONNX",
+                   help="distil this classifier ONNX file (e.g. runtime/models/digits-accurate-fp32.onnx): its "
+                        "soft targets on every batch")
+    p.add_argument("--distill", type=float, help="weight of the distillation loss (the label loss gets 1 - it)")
+    p.add_argument("--temperature", type=float, help="distillation temperature")
+    p.add_argument("--head", type=int, help="edge architecture: channels of a conv after the last pooling (0: none)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--dataset", choices=DATASETS, default="mnist")
@@ -85,9 +91,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    overrides = {k: v for k, v in vars(args).items() if k not in ("recipe", "resume", "widths", "depth", "stride")}
+    arch_keys = ("widths", "depth", "stride", "head")
+    overrides = {k: v for k, v in vars(args).items() if k not in ("recipe", "resume", *arch_keys)}
     cfg = TrainConfig.from_recipe(args.recipe, **overrides)
-    for key in ("widths", "depth", "stride"):
+    for key in arch_keys:
         if getattr(args, key) is not None:
             cfg.arch_config = {**cfg.arch_config, key: getattr(args, key)}
     return cfg

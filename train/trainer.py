@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import signal
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -17,6 +18,7 @@ from tqdm import tqdm
 from . import checkpoint, distributed, plots
 from .config import TrainConfig
 from .data import NOT_A_DIGIT, Splits, load_photo_crops, load_splits, random_affine, to_input
+from .distill import Teacher, distillation_loss
 from .files import atomic_output, clean_stale_temps
 from .idx import resolve_data_dir
 from .models import build_model, count_parameters
@@ -65,6 +67,7 @@ class Loop:
     device: torch.device
     world: distributed.World
     stop: dict                           # {"signal": name or None}, set by stop_requests()
+    teacher: Teacher | None = None       # distillation: soft targets of an ONNX model for every batch
 
 
 def pick_device(name: str) -> torch.device:
@@ -208,7 +211,8 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
         f"{world.size} processes on {device.type} (global batch {cfg.batch_size}, ~{cfg.batch_size // world.size} each)"
     say(f"{cfg.recipe} recipe: {cfg.arch} ({count_parameters(model):,} parameters) on {on}, "
         f"{n:,} train / {len(splits.val_x):,} val images, {cfg.epochs} epochs of {steps_per_epoch} steps")
-    loop = Loop(model, net, opt, sched, gen, batch_gen, splits, make_pools(cfg, splits, device), device, world, stop)
+    loop = Loop(model, net, opt, sched, gen, batch_gen, splits, make_pools(cfg, splits, device), device, world, stop,
+                make_teacher(cfg))
     stopped_early = run_epochs(cfg, loop, progress)
     # Every process decides alike: the loop returned at the same step everywhere, and a
     # signal after its last step (during the test evaluation, say) lets the run finish.
@@ -232,7 +236,7 @@ def resumed_config(saved: dict, given: dict, cfg: TrainConfig, path: Path) -> Tr
     saved_cfg = TrainConfig(**saved)
     differ = []
     for key, value in given.items():
-        if key in ("widths", "depth"):
+        if key in ("widths", "depth", "head"):
             before = saved_cfg.arch_config.get(key)
         elif key in saved and key not in RESUME_MAY_CHANGE and key != "out_dir":
             before = saved[key]
@@ -274,6 +278,14 @@ def init_from(model, cfg: TrainConfig) -> None:
     model.load_state_dict(ckpt["state_dict"])
 
 
+def make_teacher(cfg: TrainConfig) -> Teacher | None:
+    if bool(cfg.teacher) != bool(cfg.distill):
+        raise ValueError("--teacher and --distill go together (an ONNX model, and the weight of its soft targets)")
+    if not 0 < cfg.distill <= 1 and cfg.distill:
+        raise ValueError(f"--distill {cfg.distill}: a weight in (0, 1]")
+    return Teacher(cfg.teacher, cfg.mean, cfg.std) if cfg.teacher else None
+
+
 def make_pools(cfg: TrainConfig, splits: Splits, device) -> dict:
     """Outliers and cut pieces (train/pieces.py) as (images, labels; outliers
     NOT_A_DIGIT), made once from the training split only, from the run's
@@ -309,11 +321,13 @@ def make_batch(cfg: TrainConfig, splits: Splits, pools: dict, idx: torch.Tensor,
     return (random_affine(x, gen) if cfg.augment else x), torch.cat(labels)
 
 
-def batch_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor):
+def batch_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, teacher: torch.Tensor | None = None):
     """Cross-entropy on the digits plus, for the rows labelled NOT_A_DIGIT,
     cross-entropy to the uniform distribution (outlier exposure); also how
     many digits there were and how many were right. Masks, not boolean
-    indexing: no host sync per step on a GPU."""
+    indexing: no host sync per step on a GPU. With ``teacher`` logits, a
+    weight ``cfg.distill`` of the loss goes to matching them on every row
+    (the teacher learnt its outliers' flat answer too)."""
     digit = (y != NOT_A_DIGIT).float()
     other = 1.0 - digit
     n = digit.sum()
@@ -321,6 +335,8 @@ def batch_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor):
     loss = (per_row * digit).sum() / n.clamp(min=1)
     flat = -F.log_softmax(logits, 1).mean(1)
     loss = loss + cfg.outlier_weight * (flat * other).sum() / other.sum().clamp(min=1)
+    if teacher is not None:
+        loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(logits, teacher, cfg.temperature)
     return loss, n, ((logits.argmax(1) == y).float() * digit).sum()
 
 
@@ -347,10 +363,11 @@ def run_epochs(cfg: TrainConfig, loop: Loop, progress: Progress) -> bool:
                 idx, share = distributed.my_share(idx, world)
                 idx = idx.to(device, non_blocking=True)
                 x, y = make_batch(cfg, splits, loop.pools, idx, loop.batch_gen)
+                soft = loop.teacher(x) if loop.teacher else None
                 net.train()
                 with autocast(device):
                     logits = net(x).float()
-                    loss, digits, correct = batch_loss(cfg, logits, y)
+                    loss, digits, correct = batch_loss(cfg, logits, y, soft)
                 opt.zero_grad(set_to_none=True)
                 (loss * share).backward()  # share: 1.0 unless the batch splits unevenly over processes
                 opt.step()
@@ -377,6 +394,9 @@ def run_epochs(cfg: TrainConfig, loop: Loop, progress: Progress) -> bool:
                     progress.train_seconds += time.perf_counter() - tick
                     if world.main:
                         improved = evaluate(cfg, model, splits, device, progress)
+                        if bar.disable:  # no bar (not a terminal, e.g. a log file): one line per evaluation
+                            tqdm.write(f"iteration {it}/{total}: validation accuracy "
+                                       f"{progress.history['eval'][-1]['val_accuracy']:.4f}", file=sys.stdout)
                         stop_early = bool(cfg.patience and not improved
                                           and progress.evals_since_best >= cfg.patience)
                     tick = time.perf_counter()
