@@ -34,7 +34,7 @@ Only numpy and OpenCV; every size comes from the model's metadata
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -104,6 +104,9 @@ class Working:
     small8: np.ndarray  # uint8 [h / BG_SCALE, w / BG_SCALE], the same, for the wide medians
     scale: float  # working pixels per input pixel
     input_shape: tuple[int, int]  # (H, W) of the input image
+    # small8's smoothed wide medians by window: pass 1 (at half size) and a median pass 2 (at full
+    # size) ask for the same window on the same small image, and each polarity's analysis too.
+    medians: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def of(cls, image: np.ndarray, side: int = WORK_SIDE) -> Working:
@@ -218,7 +221,7 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
     # at half the working size (a quarter of the pixels) and its width is doubled.
     k1 = _odd(WIDE_KERNEL_FRAC * short)
     half = working.half
-    ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8), polarity)
+    ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8, working.medians), polarity)
     mask, _ = _ink_mask(ink, sigma)
     width = 2 * stroke_width(mask, ink)
     # ...pass 2: a closing/opening a few stroke widths wide, so that shadow
@@ -226,7 +229,7 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
     # is followed closely. (Strokes too wide for that: pass 1 at full size.)
     k2 = _odd(max(3.5 * width + 4, MIN_KERNEL_FRAC * short))
     bg = (morph_background(work, polarity, k2, half) if k2 < 0.6 * k1
-          else median_background(work, k1, working.small8))
+          else median_background(work, k1, working.small8, working.medians))
     ink, sigma = ink_map(work, bg, polarity)
     mask, smooth = _ink_mask(ink, sigma)
     if ruled:
@@ -277,8 +280,8 @@ def decide_polarity(grey: np.ndarray, small8: np.ndarray | None = None) -> tuple
         small8 = _small8(grey)
     bg8 = cv2.medianBlur(small8, _odd(POLARITY_KERNEL_FRAC * min(small8.shape)))
     log_small = _LOG_LEVEL[small8]  # a table of the 256 levels' logs instead of a log per pixel
-    level = float(np.median(small8)) / 255
-    local = _ink_side(log_small - _LOG_LEVEL[bg8], float(np.median(bg8)) / 255)
+    level = _median8(small8) / 255
+    local = _ink_side(log_small - _LOG_LEVEL[bg8], _median8(bg8) / 255)
     whole = _ink_side(log_small - np.float32(np.log(level + 0.02)), level)
     return local, (whole if whole != local else None)
 
@@ -288,11 +291,15 @@ _LOG_LEVEL = np.log(np.arange(256, dtype=np.float32) / 255 + np.float32(0.02)).a
 
 def _ink_side(d: np.ndarray, background: float) -> str:
     """Which side of the reference the strong deviations ``d`` lie on."""
-    lo, hi = np.percentile(d, [0.1, 99.9])  # one partition for both tails
-    top = max(-float(lo), float(hi))
-    t = max(3 * _robust_sigma(d - cv2.GaussianBlur(d, (0, 0), 2)), 0.5 * top, 0.05)
-    dark_mass = float(np.clip(-d - t, 0, None).sum())
-    light_mass = float(np.clip(d - t, 0, None).sum())
+    lo, hi = _percentiles(d, (0.1, 99.9))  # one partition for both tails
+    top = max(-lo, hi)
+    t = max(3 * _robust_sigma(cv2.subtract(d, cv2.GaussianBlur(d, (0, 0), 2))), 0.5 * top, 0.05)
+    # Mass beyond t on each side: one sort of the (small) map gives both as sums of its ends.
+    v = np.sort(d, axis=None)
+    dark = v[:np.searchsorted(v, -t)]
+    light = v[np.searchsorted(v, t, side="right"):]
+    dark_mass = -float(dark.sum(dtype=np.float64)) - t * dark.size
+    light_mass = float(light.sum(dtype=np.float64)) - t * light.size
     if dark_mass > 1.5 * light_mass:
         return "dark-ink"
     if light_mass > 1.5 * dark_mass:
@@ -300,19 +307,25 @@ def _ink_side(d: np.ndarray, background: float) -> str:
     return "dark-ink" if background >= 0.4 else "light-ink"
 
 
-def median_background(work: np.ndarray, k: float, small8: np.ndarray | None = None) -> np.ndarray:
+def median_background(work: np.ndarray, k: float, small8: np.ndarray | None = None,
+                      medians: dict[int, np.ndarray] | None = None) -> np.ndarray:
     """Paper/board colour from a k-wide median (at 1/BG_SCALE resolution).
 
     Ignores strokes of either polarity up to almost k/2 wide and follows
     smooth light gradients, but rounds off the edges of shadows.
     ``small8``: ``work`` at 1/BG_SCALE in uint8 (``Working.small8``), when already
-    made; or the working image at 1/BG_SCALE when ``work`` is smaller (``Working.half``)."""
+    made; or the working image at 1/BG_SCALE when ``work`` is smaller (``Working.half``).
+    ``medians``: ``Working.medians``, the smoothed medians of ``small8`` already made, by window."""
     h, w = work.shape[:2]
     if small8 is None:
         small8 = _small8(work)
     ks = _odd(k * small8.shape[1] / w)
-    med = cv2.medianBlur(small8, ks)
-    med = cv2.GaussianBlur(med, (0, 0), max(0.5, ks / 6))  # smooth the median's blockiness
+    med = medians.get(ks) if medians is not None else None
+    if med is None:
+        med = cv2.medianBlur(small8, ks)
+        med = cv2.GaussianBlur(med, (0, 0), max(0.5, ks / 6))  # smooth the median's blockiness
+        if medians is not None:
+            medians[ks] = med
     # Enlarged in uint8 (a quarter of the bytes), then one scaling pass to float.
     return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * np.float32(1 / 255)
 
@@ -427,7 +440,7 @@ def stroke_width(mask: np.ndarray, ink: np.ndarray) -> float:
     inked = ink[mask > 0]
     if inked.size == 0:
         return 0.0
-    strong = ((ink >= 0.5 * float(np.percentile(inked, 99.5))) & (mask > 0)).astype(np.uint8)
+    strong = ((ink >= 0.5 * _percentiles(inked, (99.5,))[0]) & (mask > 0)).astype(np.uint8)
     n, labels, stats, _ = cv2.connectedComponentsWithStats(strong, connectivity=8)
     if n <= 1:
         return 0.0
@@ -437,7 +450,9 @@ def stroke_width(mask: np.ndarray, ink: np.ndarray) -> float:
     if inner.size and area[inner].max() >= 0.1 * area[ids].max():
         ids = inner
     ids = ids[np.argsort(area[ids])[::-1][:3]]
-    big = np.isin(labels, ids).astype(np.uint8)
+    chosen = np.zeros(n, np.uint8)
+    chosen[ids] = 1
+    big = chosen[labels]  # a lookup per pixel (np.isin would sort)
     return mean_stroke_width(cv2.morphologyEx(big, cv2.MORPH_CLOSE, _ellipse(3)))
 
 
@@ -567,7 +582,10 @@ def soft_ink(analysis: InkAnalysis, comp: Component, pad: int = 3,
     x0, y0 = max(0, comp.x - pad), max(0, comp.y - pad)
     x1, y1 = min(W, comp.x1 + pad), min(H, comp.y1 + pad)
     ink = analysis.ink[y0:y1, x0:x1]
-    mark = np.isin(analysis.labels[y0:y1, x0:x1], comp.labels)
+    labels = analysis.labels[y0:y1, x0:x1]
+    chosen = np.zeros(int(labels.max()) + 1, bool)
+    chosen[[i for i in comp.labels if i < chosen.size]] = True
+    mark = chosen[labels]  # a lookup per pixel (np.isin would sort)
     sel = mark
     if piece is not None:
         placed = np.zeros_like(mark)
@@ -576,7 +594,7 @@ def soft_ink(analysis: InkAnalysis, comp: Component, pad: int = 3,
         sel = mark & placed
     core = ink[sel]
     lo = 0.5 * analysis.weak
-    hi = float(np.percentile(core, 75)) if core.size else 1.0
+    hi = _percentiles(core, (75,))[0] if core.size else 1.0
     hi = max(hi, lo + 1e-3)
     soft = np.clip((ink - lo) / (hi - lo), 0, 1)
     # Inside the mask the stroke is ink even where a very thick stroke made
@@ -672,10 +690,11 @@ def centre_by_mass(img: np.ndarray) -> np.ndarray:
 
 
 def _crop_to_ink(img: np.ndarray, level: float = 0.05) -> np.ndarray | None:
-    ys, xs = np.nonzero(img > level)
+    above = img > level
+    ys, xs = np.flatnonzero(above.any(axis=1)), np.flatnonzero(above.any(axis=0))
     if ys.size == 0:
         return None
-    return img[ys.min():ys.max() + 1, xs.min():xs.max() + 1]
+    return img[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
 
 
 def _label_max(labels: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
@@ -712,6 +731,29 @@ def _robust_sigma(values: np.ndarray) -> float:
         # An odd step: a multiple of 8 would sample the same place of every JPEG block.
         v = v[:: -(-v.size // SIGMA_SAMPLES) | 1]
     return float(1.4826 * _median(np.abs(v - _median(v)))) + 1e-4
+
+
+def _median8(img: np.ndarray) -> float:
+    """np.median of a uint8 image, from its histogram (no sort)."""
+    cum = np.cumsum(np.bincount(img.ravel(), minlength=256))
+    n = int(cum[-1])
+    lo = int(np.searchsorted(cum, (n - 1) // 2, side="right"))
+    hi = int(np.searchsorted(cum, n // 2, side="right"))
+    return (lo + hi) / 2
+
+
+def _percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
+    """np.percentile(values, qs) (linear interpolation) from one partition, without its overhead."""
+    v = values.ravel()
+    idx = [(v.size - 1) * q / 100 for q in qs]
+    below = [int(np.floor(i)) for i in idx]
+    kth = sorted({k for b in below for k in (b, min(b + 1, v.size - 1))})
+    part = np.partition(v, kth)
+    out = []
+    for i, b in zip(idx, below):
+        a, c = float(part[b]), float(part[min(b + 1, v.size - 1)])
+        out.append(a + (c - a) * (i - b))
+    return out
 
 
 def _median(v: np.ndarray) -> float:
