@@ -45,7 +45,7 @@ from .imageio import to_uint8
 # Long side of the working image, pixels. 320 rather than 512: the photos of
 # benchmarks.synth_photos seeds 1-2 (800 digits) read 785 right at 512 and at 320
 # (784 at 384, 783 at 256), for 0.4x the pixels of every step after it.
-WORK_SIDE = 320
+WORK_SIDE = 256
 BG_SCALE = 4  # polarity is judged at 1/BG_SCALE of the working size
 POLARITY_KERNEL_FRAC = 0.3  # median window for the polarity decision, fraction of the short side
 WIDE_KERNEL_FRAC = 0.5  # first background window, fraction of the short side (> 2x thickest stroke)
@@ -109,9 +109,15 @@ class Working:
     medians: dict[int, np.ndarray] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, image: np.ndarray, side: int = WORK_SIDE) -> Working:
+    def of(cls, image: np.ndarray, side: int = WORK_SIDE, input_shape: tuple[int, int] | None = None) -> Working:
+        """``input_shape``: (H, W) of the image ``image`` was decoded from at a reduced
+        size (``imageio.decode_image_sized``), whose pixels the boxes are then given in."""
         grey, scale = to_working(image, side)
-        return cls(grey, _half(grey), _small8(grey), scale, image.shape[:2])
+        if input_shape is None:
+            input_shape = image.shape[:2]
+        else:
+            scale *= image.shape[1] / input_shape[1]
+        return cls(grey, _half(grey), _small8(grey), scale, (int(input_shape[0]), int(input_shape[1])))
 
 
 @dataclass
@@ -153,19 +159,22 @@ class DigitCrop:
 # ---------------------------------------------------------------- pipeline
 
 
-def preprocess_digit(image: np.ndarray, size: int = 28) -> DigitCrop:
+def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, int] | None = None) -> DigitCrop:
     """Find the one digit in ``image`` and return it MNIST-style.
 
     ``image``: any array ``imageio.to_uint8`` accepts. Raises
     ``NoDigitFound`` when there is no ink that could be a digit and
     ``RuntimeInputError`` for arrays that are not images.
+    ``input_shape``: (H, W) of the full-size image when ``image`` was decoded
+    reduced (``imageio.read_image_sized`` with ``min_side=WORK_SIDE``): the
+    box is then given in its pixels.
     """
     image = to_uint8(image)
     passthrough = mnist_passthrough(image, size)
     if passthrough is not None:
-        h, w = image.shape[:2]
+        h, w = image.shape[:2] if input_shape is None else input_shape
         return DigitCrop(passthrough, (0, 0, w, h))
-    analysis = analyse_ink(image)
+    analysis = analyse_ink(image, working=Working.of(image, WORK_SIDE, input_shape))
     try:
         crop = _digit_crop(analysis, size)
     except NoDigitFound:
@@ -221,9 +230,16 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
     # at half the working size (a quarter of the pixels) and its width is doubled.
     k1 = _odd(WIDE_KERNEL_FRAC * short)
     half = working.half
-    ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8, working.medians), polarity)
-    mask, _ = _ink_mask(ink, sigma)
-    width = 2 * stroke_width(mask, ink)
+    import os
+    if os.environ.get("P1Q"):
+        small = working.small8.astype(np.float32) * np.float32(1 / 255)
+        ink, sigma = ink_map(small, median_background(small, k1 / BG_SCALE, working.small8, working.medians), polarity)
+        mask, _ = _ink_mask(ink, sigma)
+        width = BG_SCALE * stroke_width(mask, ink)
+    else:
+        ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8, working.medians), polarity)
+        mask, _ = _ink_mask(ink, sigma)
+        width = 2 * stroke_width(mask, ink)
     # ...pass 2: a closing/opening a few stroke widths wide, so that shadow
     # and paper edges (wider than a stroke) stay background, and the light
     # is followed closely. (Strokes too wide for that: pass 1 at full size.)
@@ -322,12 +338,14 @@ def median_background(work: np.ndarray, k: float, small8: np.ndarray | None = No
     ks = _odd(k * small8.shape[1] / w)
     med = medians.get(ks) if medians is not None else None
     if med is None:
-        med = cv2.medianBlur(small8, ks)
-        med = cv2.GaussianBlur(med, (0, 0), max(0.5, ks / 6))  # smooth the median's blockiness
+        # Smooth the median's blockiness. Filtered into float32 with the 1/255 scaling in the
+        # kernel: one pass, and OpenCV's exact uint8 Gaussian is several times slower for wide kernels.
+        sigma = max(0.5, ks / 6)
+        kernel = cv2.getGaussianKernel(int(round(6 * sigma + 1)) | 1, sigma, cv2.CV_32F)
+        med = cv2.sepFilter2D(cv2.medianBlur(small8, ks), cv2.CV_32F, kernel, kernel * np.float32(1 / 255))
         if medians is not None:
             medians[ks] = med
-    # Enlarged in uint8 (a quarter of the bytes), then one scaling pass to float.
-    return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR).astype(np.float32) * np.float32(1 / 255)
+    return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR)
 
 
 def morph_background(work: np.ndarray, polarity: str, k: int, half: np.ndarray | None = None) -> np.ndarray:
