@@ -107,17 +107,21 @@ class Working:
     # small8's smoothed wide medians by window: pass 1 (at half size) and a median pass 2 (at full
     # size) ask for the same window on the same small image, and each polarity's analysis too.
     medians: dict[int, np.ndarray] = field(default_factory=dict)
+    quick: bool = False  # made by to_working(quick=True); the polarity's median is then at least 17 px
 
     @classmethod
-    def of(cls, image: np.ndarray, side: int = WORK_SIDE, input_shape: tuple[int, int] | None = None) -> Working:
+    def of(cls, image: np.ndarray, side: int = WORK_SIDE, input_shape: tuple[int, int] | None = None,
+           quick: bool = False) -> Working:
         """``input_shape``: (H, W) of the image ``image`` was decoded from at a reduced
-        size (``imageio.decode_image_sized``), whose pixels the boxes are then given in."""
-        grey, scale = to_working(image, side)
+        size (``imageio.decode_image_sized``), whose pixels the boxes are then given in.
+        ``quick``: see ``to_working`` and ``decide_polarity`` (single digits: the number
+        path reads fewer numbers with it, 276 against 284 of 350 on seed 1)."""
+        grey, scale = to_working(image, side, quick)
         if input_shape is None:
             input_shape = image.shape[:2]
         else:
             scale *= image.shape[1] / input_shape[1]
-        return cls(grey, _half(grey), _small8(grey), scale, (int(input_shape[0]), int(input_shape[1])))
+        return cls(grey, _half(grey), _small8(grey), scale, (int(input_shape[0]), int(input_shape[1])), quick=quick)
 
 
 @dataclass
@@ -174,7 +178,7 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     if passthrough is not None:
         h, w = image.shape[:2] if input_shape is None else input_shape
         return DigitCrop(passthrough, (0, 0, w, h))
-    analysis = analyse_ink(image, working=Working.of(image, WORK_SIDE, input_shape))
+    analysis = analyse_ink(image, working=Working.of(image, WORK_SIDE, input_shape, quick=True))
     try:
         crop = _digit_crop(analysis, size)
     except NoDigitFound:
@@ -223,23 +227,16 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
     short = min(work.shape[:2])
     doubt = None
     if polarity is None:
-        polarity, doubt = decide_polarity(work, working.small8)
+        polarity, doubt = decide_polarity(work, working.small8, working.quick)
     # Pass 1: a wide median finds the strokes, even thick ones, and is not
     # fooled by shadows (a closing this wide would fill them in as "ink")...
     # It only measures the stroke width that sizes pass 2's window, so it runs
     # at half the working size (a quarter of the pixels) and its width is doubled.
     k1 = _odd(WIDE_KERNEL_FRAC * short)
     half = working.half
-    import os
-    if os.environ.get("P1Q"):
-        small = working.small8.astype(np.float32) * np.float32(1 / 255)
-        ink, sigma = ink_map(small, median_background(small, k1 / BG_SCALE, working.small8, working.medians), polarity)
-        mask, _ = _ink_mask(ink, sigma)
-        width = BG_SCALE * stroke_width(mask, ink)
-    else:
-        ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8, working.medians), polarity)
-        mask, _ = _ink_mask(ink, sigma)
-        width = 2 * stroke_width(mask, ink)
+    ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8, working.medians), polarity)
+    mask, _ = _ink_mask(ink, sigma)
+    width = 2 * stroke_width(mask, ink)
     # ...pass 2: a closing/opening a few stroke widths wide, so that shadow
     # and paper edges (wider than a stroke) stay background, and the light
     # is followed closely. (Strokes too wide for that: pass 1 at full size.)
@@ -255,7 +252,7 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
                        doubt, working)
 
 
-def to_working(image: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, float]:
+def to_working(image: np.ndarray, side: int = WORK_SIDE, quick: bool = False) -> tuple[np.ndarray, float]:
     """Luminance resized so the long side is ``side``; float32 [0, 1].
 
     Luminance only: JPEG keeps it at full resolution and quality while
@@ -263,11 +260,11 @@ def to_working(image: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, fl
     well darker than paper in it. Made grey and resized in uint8 (a third
     of the pixels to resize, no float copy of the input).
 
-    Shrinking averages whole f x f blocks first (OpenCV's fast INTER_AREA
-    path; at a fractional factor INTER_AREA is over ten times slower), then
-    interpolates linearly by less than 2x, where a 2x2 average is all
-    that is needed. The few rows and columns past the last whole block are
-    left out: less than one working pixel."""
+    ``quick``: shrink by averaging whole f x f blocks first (OpenCV's fast
+    INTER_AREA path; at a fractional factor INTER_AREA is over ten times
+    slower), then interpolate linearly by less than 2x, where a 2x2
+    average is all that is needed. The few rows and columns past the last
+    whole block are left out: less than one working pixel."""
     image = _luma(image)
     h, w = image.shape[:2]
     # Small crops are enlarged at most 2x: more would only smear their
@@ -277,17 +274,21 @@ def to_working(image: np.ndarray, side: int = WORK_SIDE) -> tuple[np.ndarray, fl
     scale = max(scale, min(32 / min(h, w), 4 * side / max(h, w)))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     work = image
-    f = int(1 / scale) if scale < 0.5 else 1
-    if f >= 2 and h >= 2 * f and w >= 2 * f:
-        h, w = h - h % f, w - w % f
-        work = cv2.resize(image[:h, :w], (w // f, h // f), interpolation=cv2.INTER_AREA)
-    if size != work.shape[1::-1]:
-        work = cv2.resize(work, size, interpolation=cv2.INTER_LINEAR)
+    if not quick:
+        if size != (w, h):
+            work = cv2.resize(image, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    else:
+        f = int(1 / scale) if scale < 0.5 else 1
+        if f >= 2 and h >= 2 * f and w >= 2 * f:
+            h, w = h - h % f, w - w % f
+            work = cv2.resize(image[:h, :w], (w // f, h // f), interpolation=cv2.INTER_AREA)
+        if size != work.shape[1::-1]:
+            work = cv2.resize(work, size, interpolation=cv2.INTER_LINEAR)
     scale = size[0] / w
     return np.multiply(work, np.float32(1 / 255), dtype=np.float32), scale
 
 
-def decide_polarity(grey: np.ndarray, small8: np.ndarray | None = None) -> tuple[str, str | None]:
+def decide_polarity(grey: np.ndarray, small8: np.ndarray | None = None, quick: bool = False) -> tuple[str, str | None]:
     """Dark ink on light paper, or light chalk/ink on a dark board.
 
     Returns the polarity and, when in doubt, the other one to try as well.
@@ -302,14 +303,15 @@ def decide_polarity(grey: np.ndarray, small8: np.ndarray | None = None) -> tuple
     fooled by a very bold digit filling the frame) and the whole image's
     median (the reverse). When they disagree, both are worth a try.
     ``small8``: ``grey`` at 1/BG_SCALE in uint8 (``Working.small8``), when already made.
+    ``quick``: the wide median is at least 17 px (OpenCV's median is constant-time per pixel
+    from 17 px up on small images; narrower windows take a per-window path there, 3x slower
+    at the 15 px of a 256 px working image).
     """
     if small8 is None:
         small8 = _small8(grey)
     short = min(small8.shape)
     k = _odd(POLARITY_KERNEL_FRAC * short)
-    if k < 17 <= short:
-        # OpenCV's median is constant-time per pixel from 17 px up on small images; narrower
-        # windows take a per-window path there, 3x slower at 15 px (a digit's 256 px working image).
+    if quick and k < 17 <= short:
         k = 17
     bg8 = cv2.medianBlur(small8, k)
     log_small = _LOG_LEVEL[small8]  # a table of the 256 levels' logs instead of a log per pixel
@@ -324,11 +326,12 @@ _LOG_LEVEL = np.log(np.arange(256, dtype=np.float32) / 255 + np.float32(0.02)).a
 
 def _ink_side(d: np.ndarray, background: float) -> str:
     """Which side of the reference the strong deviations ``d`` lie on."""
-    lo, hi = _percentiles(d, (0.1, 99.9))  # one partition for both tails
+    # One sort of the (small) map gives both tails' percentiles and, below, the mass beyond t on
+    # each side as sums of its ends.
+    v = np.sort(d, axis=None)
+    lo, hi = _percentiles(v, (0.1, 99.9), ordered=True)
     top = max(-lo, hi)
     t = max(3 * _robust_sigma(cv2.subtract(d, cv2.GaussianBlur(d, (0, 0), 2))), 0.5 * top, 0.05)
-    # Mass beyond t on each side: one sort of the (small) map gives both as sums of its ends.
-    v = np.sort(d, axis=None)
     dark = v[:np.searchsorted(v, -t)]
     light = v[np.searchsorted(v, t, side="right"):]
     dark_mass = -float(dark.sum(dtype=np.float64)) - t * dark.size
@@ -776,13 +779,14 @@ def _median8(img: np.ndarray) -> float:
     return (lo + hi) / 2
 
 
-def _percentiles(values: np.ndarray, qs: tuple[float, ...]) -> list[float]:
-    """np.percentile(values, qs) (linear interpolation) from one partition, without its overhead."""
+def _percentiles(values: np.ndarray, qs: tuple[float, ...], ordered: bool = False) -> list[float]:
+    """np.percentile(values, qs) (linear interpolation) from one partition, without its overhead.
+    ``ordered``: ``values`` is already sorted."""
     v = values.ravel()
     idx = [(v.size - 1) * q / 100 for q in qs]
     below = [int(np.floor(i)) for i in idx]
     kth = sorted({k for b in below for k in (b, min(b + 1, v.size - 1))})
-    part = np.partition(v, kth)
+    part = v if ordered else np.partition(v, kth)
     out = []
     for i, b in zip(idx, below):
         a, c = float(part[b]), float(part[min(b + 1, v.size - 1)])
