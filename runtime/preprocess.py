@@ -107,7 +107,7 @@ class Working:
     # small8's smoothed wide medians by window: pass 1 (at half size) and a median pass 2 (at full
     # size) ask for the same window on the same small image, and each polarity's analysis too.
     medians: dict[int, np.ndarray] = field(default_factory=dict)
-    quick: bool = False  # made by to_working(quick=True); the polarity's median is then at least 17 px
+    quick: bool = False  # made by to_working(quick=True); then also decide_polarity's and median_background's
 
     @classmethod
     def of(cls, image: np.ndarray, side: int = WORK_SIDE, input_shape: tuple[int, int] | None = None,
@@ -234,7 +234,8 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
     # at half the working size (a quarter of the pixels) and its width is doubled.
     k1 = _odd(WIDE_KERNEL_FRAC * short)
     half = working.half
-    ink, sigma = ink_map(half, median_background(half, k1 / 2, working.small8, working.medians), polarity)
+    bg = median_background(half, k1 / 2, working.small8, working.medians, working.quick)
+    ink, sigma = ink_map(half, bg, polarity)
     mask, _ = _ink_mask(ink, sigma)
     width = 2 * stroke_width(mask, ink)
     # ...pass 2: a closing/opening a few stroke widths wide, so that shadow
@@ -242,7 +243,7 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
     # is followed closely. (Strokes too wide for that: pass 1 at full size.)
     k2 = _odd(max(3.5 * width + 4, MIN_KERNEL_FRAC * short))
     bg = (morph_background(work, polarity, k2, half) if k2 < 0.6 * k1
-          else median_background(work, k1, working.small8, working.medians))
+          else median_background(work, k1, working.small8, working.medians, working.quick))
     ink, sigma = ink_map(work, bg, polarity)
     mask, smooth = _ink_mask(ink, sigma)
     if ruled:
@@ -344,14 +345,15 @@ def _ink_side(d: np.ndarray, background: float) -> str:
 
 
 def median_background(work: np.ndarray, k: float, small8: np.ndarray | None = None,
-                      medians: dict[int, np.ndarray] | None = None) -> np.ndarray:
+                      medians: dict[int, np.ndarray] | None = None, quick: bool = False) -> np.ndarray:
     """Paper/board colour from a k-wide median (at 1/BG_SCALE resolution).
 
     Ignores strokes of either polarity up to almost k/2 wide and follows
     smooth light gradients, but rounds off the edges of shadows.
     ``small8``: ``work`` at 1/BG_SCALE in uint8 (``Working.small8``), when already
     made; or the working image at 1/BG_SCALE when ``work`` is smaller (``Working.half``).
-    ``medians``: ``Working.medians``, the smoothed medians of ``small8`` already made, by window."""
+    ``medians``: ``Working.medians``, the smoothed medians of ``small8`` already made, by window.
+    ``quick``: smoothed in float32 (``Working.quick``; within a grey level of the exact uint8 one)."""
     h, w = work.shape[:2]
     if small8 is None:
         small8 = _small8(work)
@@ -359,9 +361,18 @@ def median_background(work: np.ndarray, k: float, small8: np.ndarray | None = No
     med = medians.get(ks) if medians is not None else None
     if med is None:
         med = cv2.medianBlur(small8, ks)
-        med = cv2.GaussianBlur(med, (0, 0), max(0.5, ks / 6))  # smooth the median's blockiness
+        sigma = max(0.5, ks / 6)  # smooth the median's blockiness
+        if quick:
+            # Into float32, the 1/255 scaling in the kernel: OpenCV's exact uint8 Gaussian is
+            # several times slower for kernels this wide.
+            kernel = cv2.getGaussianKernel(int(round(6 * sigma + 1)) | 1, sigma, cv2.CV_32F)
+            med = cv2.sepFilter2D(med, cv2.CV_32F, kernel, kernel * np.float32(1 / 255))
+        else:
+            med = cv2.GaussianBlur(med, (0, 0), sigma)
         if medians is not None:
             medians[ks] = med
+    if med.dtype == np.float32:
+        return cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR)
     # Enlarged in uint8 (a quarter of the bytes), then one scaling pass to float.
     return np.multiply(cv2.resize(med, (w, h), interpolation=cv2.INTER_LINEAR), np.float32(1 / 255),
                        dtype=np.float32)
@@ -620,29 +631,32 @@ def soft_ink(analysis: InkAnalysis, comp: Component, pad: int = 3,
     x1, y1 = min(W, comp.x1 + pad), min(H, comp.y1 + pad)
     ink = analysis.ink[y0:y1, x0:x1]
     labels = analysis.labels[y0:y1, x0:x1]
-    chosen = np.zeros(int(labels.max()) + 1, bool)
-    chosen[[i for i in comp.labels if i < chosen.size]] = True
-    mark = chosen[labels]  # a lookup per pixel (np.isin would sort)
-    sel = mark
+    chosen = np.zeros(int(labels.max()) + 1, np.uint8)
+    chosen[[i for i in comp.labels if i < chosen.size]] = 1
+    sel = chosen[labels]  # uint8 0/1, a lookup per pixel (np.isin would sort), as OpenCV takes it
+    mark = None
     if piece is not None:
+        mark = sel.view(bool)
         placed = np.zeros_like(mark)
         oy, ox = comp.y - y0, comp.x - x0
         placed[oy:oy + comp.h, ox:ox + comp.w] = piece
-        sel = mark & placed
-    core = ink[sel]
+        sel = (mark & placed).view(np.uint8)
+    core = ink[sel.view(bool)]
     lo = 0.5 * analysis.weak
     hi = _percentiles(core, (75,))[0] if core.size else 1.0
     hi = max(hi, lo + 1e-3)
-    soft = np.clip((ink - lo) / (hi - lo), 0, 1)
+    soft = np.subtract(ink, np.float32(lo))
+    np.divide(soft, np.float32(hi - lo), out=soft)
+    np.clip(soft, 0, 1, out=soft)
     # Inside the mask the stroke is ink even where a very thick stroke made
     # the background estimate sag (its core would come out hollow).
-    soft = np.maximum(soft, cv2.erode(sel.astype(np.uint8), _ellipse(3)).astype(np.float32))
-    keep = cv2.dilate(sel.astype(np.uint8), _ellipse(5)).astype(bool)  # the stroke and its blurred rim
-    if piece is not None:
+    np.maximum(soft, cv2.erode(sel, _ellipse(3)), out=soft)
+    keep = cv2.dilate(sel, _ellipse(5))  # the stroke and its blurred rim
+    if mark is not None:
         # A cut is a hard edge: nothing of the neighbour, not even its rim.
-        others = cv2.dilate((mark & ~sel).astype(np.uint8), _ellipse(3)).astype(bool)
-        keep &= ~others | sel
-    return (soft * keep).astype(np.float32)
+        others = cv2.dilate((mark & ~sel.view(bool)).view(np.uint8), _ellipse(3)).view(bool)
+        keep = (keep.view(bool) & (~others | sel.view(bool))).view(np.uint8)
+    return np.multiply(soft, keep, out=soft)
 
 
 def fit_and_centre(soft: np.ndarray, size: int = 28) -> np.ndarray:
