@@ -542,7 +542,8 @@ def _jpeg_complete(data: bytes) -> bool:
     """
     for marker, pos, length in _jpeg_segments(data):
         if marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", pos + 2 + length) >= 0
+            # Searched from the end, where the EOI is (a forward search reads the whole scan).
+            return data.rfind(b"\xff\xd9", pos + 2 + length) >= 0
     return False
 def sniff_dimensions(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header of PNG, JPEG, BMP or WebP data.
