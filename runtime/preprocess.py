@@ -42,10 +42,11 @@ import numpy as np
 from .errors import NoDigitFound
 from .imageio import to_uint8
 
-# Long side of the working image, pixels. 320 rather than 512: the photos of
-# benchmarks.synth_photos seeds 1-2 (800 digits) read 785 right at 512 and at 320
-# (784 at 384, 783 at 256), for 0.4x the pixels of every step after it.
-WORK_SIDE = 256
+# Long side of a single digit's working image, pixels (numbers: rows.WORK_SIDE). 288: the 1,200
+# digit photos of benchmarks.synth_photos seeds 1-2 (600 each, realworld's mix of files) read
+# 1,175 right at 288 with the quick working image (Working.quick), 1,168 at 256, and 1,171 at 320
+# before it; 0.81x the pixels of 320 for every step after it.
+WORK_SIDE = 288
 BG_SCALE = 4  # polarity is judged at 1/BG_SCALE of the working size
 POLARITY_KERNEL_FRAC = 0.3  # median window for the polarity decision, fraction of the short side
 WIDE_KERNEL_FRAC = 0.5  # first background window, fraction of the short side (> 2x thickest stroke)
