@@ -316,9 +316,9 @@ def decide_polarity(grey: np.ndarray, small8: np.ndarray | None = None, quick: b
     if quick and k < 17 <= short:
         k = 17
     bg8 = cv2.medianBlur(small8, k)
-    log_small = _LOG_LEVEL[small8]  # a table of the 256 levels' logs instead of a log per pixel
+    log_small = cv2.LUT(small8, _LOG_LEVEL)  # a table of the 256 levels' logs instead of a log per pixel
     level = _median8(small8) / 255
-    local = _ink_side(log_small - _LOG_LEVEL[bg8], _median8(bg8) / 255)
+    local = _ink_side(cv2.subtract(log_small, cv2.LUT(bg8, _LOG_LEVEL)), _median8(bg8) / 255)
     whole = _ink_side(log_small - np.float32(np.log(level + 0.02)), level)
     return local, (whole if whole != local else None)
 
@@ -499,9 +499,7 @@ def stroke_width(mask: np.ndarray, ink: np.ndarray) -> float:
     if inner.size and area[inner].max() >= 0.1 * area[ids].max():
         ids = inner
     ids = ids[np.argsort(area[ids])[::-1][:3]]
-    chosen = np.zeros(n, np.uint8)
-    chosen[ids] = 1
-    big = chosen[labels]  # a lookup per pixel (np.isin would sort)
+    big = _selected(labels, ids.tolist())
     return mean_stroke_width(cv2.morphologyEx(big, cv2.MORPH_CLOSE, _ellipse(3)))
 
 
@@ -632,9 +630,7 @@ def soft_ink(analysis: InkAnalysis, comp: Component, pad: int = 3,
     x1, y1 = min(W, comp.x1 + pad), min(H, comp.y1 + pad)
     ink = analysis.ink[y0:y1, x0:x1]
     labels = analysis.labels[y0:y1, x0:x1]
-    chosen = np.zeros(int(labels.max()) + 1, np.uint8)
-    chosen[[i for i in comp.labels if i < chosen.size]] = 1
-    sel = chosen[labels]  # uint8 0/1, a lookup per pixel (np.isin would sort), as OpenCV takes it
+    sel = _selected(labels, comp.labels)  # uint8 0/1, as OpenCV takes it
     mark = None
     if piece is not None:
         mark = sel.view(bool)
@@ -747,6 +743,22 @@ def _crop_to_ink(img: np.ndarray, level: float = 0.05) -> np.ndarray | None:
     if ys.size == 0:
         return None
     return img[ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+
+
+def _selected(labels: np.ndarray, ids: list[int]) -> np.ndarray:
+    """uint8 mask (0/1) of the pixels whose label is one of ``ids``: a comparison per label for
+    a few (a digit is one to a few marks), else a lookup table (fancy indexing costs several
+    comparisons per pixel; np.isin sorts)."""
+    if not ids:
+        return np.zeros(labels.shape, np.uint8)
+    if len(ids) <= 4:
+        sel = labels == ids[0]
+        for i in ids[1:]:
+            sel |= labels == i
+        return sel.view(np.uint8)
+    chosen = np.zeros(max(int(labels.max()), max(ids)) + 1, np.uint8)
+    chosen[ids] = 1
+    return chosen[labels]
 
 
 def _components_with_stats(mask: np.ndarray):
