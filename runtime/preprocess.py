@@ -454,12 +454,12 @@ def _ink_mask(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
         return np.zeros(ink.shape, np.uint8), smooth
     # Only the pixels above the floor can be ink (a few percent of the image): work on them alone.
     at = np.flatnonzero(above)
-    lab = labels.ravel()[at]
-    peak = _label_max(lab, smooth.ravel()[at], n)
+    lab = labels.take(at)  # take: faster than fancy indexing for the same gather
+    peak = _label_max(lab, smooth.take(at), n)
     level = np.maximum(floor, PEAK_FRACTION * peak)
     level[peak < seed] = np.inf
     mask = np.zeros(ink.size, np.uint8)
-    mask[at] = ink.ravel()[at] > level[lab]
+    mask[at] = ink.take(at) > level.take(lab)
     return mask.reshape(ink.shape), smooth
 
 
@@ -486,7 +486,7 @@ def stroke_width(mask: np.ndarray, ink: np.ndarray) -> float:
     on the frame's edge (the table, a shadow) are left out unless they are
     all there is."""
     h, w = mask.shape
-    inked = ink[mask > 0]
+    inked = ink.take(np.flatnonzero(mask > 0))  # (boolean indexing is several times slower)
     if inked.size == 0:
         return 0.0
     strong = ((ink >= 0.5 * _percentiles(inked, (99.5,))[0]) & (mask > 0)).astype(np.uint8)
@@ -520,9 +520,9 @@ def find_components(mask: np.ndarray, ink: np.ndarray,
     if smooth is None:
         smooth = cv2.GaussianBlur(ink, (0, 0), 0.8)
     at = np.flatnonzero(labels > 0)  # the marks' pixels only (a few percent of the image; nonzero is fastest on bool)
-    lab = labels.ravel()[at]
-    mass = np.bincount(lab, weights=ink.ravel()[at], minlength=n)
-    peak = _label_max(lab, smooth.ravel()[at], n).astype(np.float64)
+    lab = labels.take(at)
+    mass = np.bincount(lab, weights=ink.take(at), minlength=n)
+    peak = _label_max(lab, smooth.take(at), n).astype(np.float64)
     x, y, cw, ch, area = (stats[:, k].astype(np.int64) for k in range(5))
     touches = (x == 0) | (y == 0) | (x + cw == w) | (y + ch == h)
     keep = area >= max(6, int(2e-4 * h * w))  # not specks, dust, sensor noise
@@ -638,7 +638,7 @@ def soft_ink(analysis: InkAnalysis, comp: Component, pad: int = 3,
         oy, ox = comp.y - y0, comp.x - x0
         placed[oy:oy + comp.h, ox:ox + comp.w] = piece
         sel = (mark & placed).view(np.uint8)
-    core = ink[sel.view(bool)]
+    core = ink.take(np.flatnonzero(sel))  # (boolean indexing is several times slower)
     lo = 0.5 * analysis.weak
     hi = _percentiles(core, (75,))[0] if core.size else 1.0
     hi = max(hi, lo + 1e-3)
