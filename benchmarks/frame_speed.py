@@ -1,21 +1,23 @@
 """The frame pipeline, side by side with another checkout's, in one run.
 
-    python -m benchmarks.frame_speed --against /path/to/other/checkout [--repeats 40] [--seed 0]
+    python -m benchmarks.frame_speed --against /path/to/other/checkout [/another ...] [--repeats 40] [--seed 0]
 
 Times, on the same photos and in alternation (so that a busy, shared machine
-slows both alike), this checkout's runtime and the one in ``--against``:
+slows all alike), this checkout's runtime and the ones in ``--against``:
 a 640x480 JPEG of one digit end to end (read, preprocess, inference), the
 same for a 640x480 number photo, a 4000x3000 JPEG of one digit, and the
 headless webcam loop on a 640x480 video of single digits. The photos are
 the first digit and number of ``benchmarks.synth_photos`` at ``--seed``
 (those ``benchmarks.realworld`` times). Prints medians, the speed-up of
-this checkout, and the CPU and its flags.
+this checkout over each other one, the CPU and its flags, and the machine's load.
 """
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -87,15 +89,32 @@ def measures(runtime: ModuleType, inputs: dict[str, Path]) -> dict:
     return out
 
 
+def _commit(checkout: Path) -> str:
+    """The checkout's commit, marked "+changes" when its tracked files differ from it."""
+    try:
+        head = subprocess.run(["git", "-C", str(checkout), "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(checkout), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "not a git checkout"
+    return head + (" +changes" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--against", required=True, type=Path, help="another checkout (e.g. a git worktree of main)")
+    p.add_argument("--against", required=True, type=Path, nargs="+",
+                   help="other checkouts (e.g. git worktrees of main and of an older commit)")
     p.add_argument("--repeats", type=int, default=40, help="timed runs of each photo per checkout (default 40)")
     p.add_argument("--webcam-runs", type=int, default=3, help="runs of the 90-frame webcam video (default 3)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     args = p.parse_args(argv)
-    impls = {"this": load_runtime(REPO, "runtime_this"), "other": load_runtime(args.against.resolve(), "runtime_other")}
+    others = [a.resolve() for a in args.against]
+    impls = {"this": load_runtime(REPO, "runtime_this")}
+    impls.update({f"other {i + 1}": load_runtime(path, f"runtime_other{i}") for i, path in enumerate(others)})
+    load_before = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="edge-digits-frames-") as tmp:
         inputs = write_inputs(Path(tmp), args.seed, args.data_dir)
         runs = {k: measures(m, inputs) for k, m in impls.items()}
@@ -107,17 +126,26 @@ def main(argv: list[str] | None = None) -> int:
             for _ in range(count):
                 for k in impls:
                     times[k][name].append(runs[k][name]())
+    load_after = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     model, flags = cpu_info()
-    print(f"CPU: {model}; flags: {' '.join(flags) or 'none of interest'}; OpenCV threads {cv2.getNumThreads()}; "
-          f"inference 1 thread; this: {REPO}, other: {args.against}")
-    print("\n| measure | this | other | speed-up of this |\n| --- | --- | --- | --- |")
+    print(f"CPU: {model}; flags: {' '.join(flags) or 'none of interest'}; {os.cpu_count()} CPUs; OpenCV threads "
+          f"{cv2.getNumThreads()}; inference 1 thread; started {started}; 1-minute load average "
+          f"{load_before:.2f} before, {load_after:.2f} after")
+    print(f"this: {REPO} ({_commit(REPO)})")
+    for i, path in enumerate(others):
+        print(f"other {i + 1}: {path} ({_commit(path)})")
+    names = [k for k in impls if k != "this"]
+    print("\n| measure | this | " + " | ".join(names) + " | " + " | ".join(f"this vs {k}" for k in names) + " |")
+    print("| --- " * (2 + 2 * len(names)) + "|")
     for name in runs["this"]:
-        a, b = (statistics.median(times[k][name]) for k in ("this", "other"))
+        med = {k: statistics.median(times[k][name]) for k in impls}
         if name == "webcam":
-            print(f"| webcam loop, headless 640x480, single digits | {a:.0f} FPS | {b:.0f} FPS | {a / b:.2f}x |")
+            cells = [f"{med[k]:.0f} FPS" for k in impls] + [f"{med['this'] / med[k]:.2f}x" for k in names]
+            label = "webcam loop, headless 640x480, single digits"
         else:
-            print(f"| {name}, end to end (median of {len(times['this'][name])}) | {1000 * a:.2f} ms | "
-                  f"{1000 * b:.2f} ms | {b / a:.2f}x |")
+            cells = [f"{1000 * med[k]:.2f} ms" for k in impls] + [f"{med[k] / med['this']:.2f}x" for k in names]
+            label = f"{name}, end to end (median of {len(times['this'][name])})"
+        print(f"| {label} | " + " | ".join(cells) + " |")
     return 0
 
 

@@ -7,9 +7,9 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .errors import ModelError, NoDigitFound, RuntimeInputError
-from .imageio import read_image
+from .imageio import read_image_sized
 from .model import load_session, softmax
-from .preprocess import DigitCrop, preprocess_digit, viewed
+from .preprocess import WORK_SIDE, DigitCrop, preprocess_digit, viewed
 from .results import NumberReading, Outcome, Prediction
 
 DEFAULT_BATCH = 64
@@ -129,10 +129,11 @@ class DigitClassifier:
         """Read (if a path) and turn into the model's input."""
         if isinstance(image, (str, os.PathLike)):
             try:
-                return preprocess_digit(read_image(image, grey=True), self.info.input_size)
+                pixels, shape = _load(image, WORK_SIDE)
+                return preprocess_digit(pixels, self.info.input_size, shape)
             except NoDigitFound as e:  # read errors already name the file
                 raise NoDigitFound(f"{image}: {e}") from None
-        return preprocess_digit(_load(image), self.info.input_size)
+        return preprocess_digit(_load(image)[0], self.info.input_size)
 
     def classify(self, images: Iterable[ImageLike], number: bool = False) -> list[Outcome]:
         """Each image's digit (``number``: its rows of digits), one session call per batch; the one
@@ -145,9 +146,11 @@ class DigitClassifier:
         prepared = []  # (outcome, crop or rows)
         for outcome, image in zip(outcomes, images):
             try:
-                pixels = _load(image)
-                prepared.append((outcome, self.reader.rows(pixels) if number
-                                 else preprocess_digit(pixels, self.info.input_size)))
+                if number:
+                    prepared.append((outcome, self.reader.rows(_load(image)[0])))
+                else:
+                    pixels, shape = _load(image, WORK_SIDE)
+                    prepared.append((outcome, preprocess_digit(pixels, self.info.input_size, shape)))
             except RuntimeInputError as e:
                 outcome.error = _named(e, outcome.source)
             except Exception as e:  # MemoryError, or a bug: it must not stop the other inputs; kept as it is,
@@ -196,7 +199,7 @@ class DigitClassifier:
 
     def read_numbers(self, images: Iterable[ImageLike]) -> list[NumberReading]:
         """Each image's rows of digits, read by the row reader."""
-        return self.reader.read([_load(im) for im in images])
+        return self.reader.read([_load(im)[0] for im in images])
 
 
 def _name(source: str | None, message: str) -> str:
@@ -209,9 +212,12 @@ def _named(error: Exception, source: str | None) -> Exception:
     return error if message == str(error) else type(error)(message)
 
 
-def _load(image: ImageLike) -> np.ndarray:
+def _load(image: ImageLike, min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int] | None]:
+    """The image's pixels, and the (H, W) of the full-size image when a file was decoded reduced
+    (``min_side``: the long side the analysis works at; None for an array)."""
     if isinstance(image, np.ndarray):
-        return image
+        return image, None
     if isinstance(image, (str, os.PathLike)):
-        return read_image(image, grey=True)  # the analysis of digits and numbers uses luminance only
+        # The analysis of digits and numbers uses luminance only.
+        return read_image_sized(image, grey=True, min_side=min_side)
     raise RuntimeInputError(f"expected an image array or a path, got {type(image).__name__}")

@@ -84,13 +84,19 @@ def set_memory_budget(nbytes: int | None) -> None:
     _budget = None if nbytes is None else int(nbytes)
 
 
-def read_image(path: str | os.PathLike, grey: bool = False) -> np.ndarray:
+def read_image(path: str | os.PathLike, grey: bool = False, min_side: int | None = None) -> np.ndarray:
     """Read an image file into uint8 grey [H, W] or BGR [H, W, 3].
-    ``grey``: JPEGs are decoded straight to luminance (see ``decode_image``)."""
+    ``grey``, ``min_side``: see ``decode_image``."""
+    return read_image_sized(path, grey, min_side)[0]
+
+
+def read_image_sized(path: str | os.PathLike, grey: bool = False,
+                     min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``read_image``, and the (H, W) of the full-size image (see ``decode_image_sized``)."""
     path = Path(path)
     data = read_bytes(path, min(MAX_FILE_BYTES, memory_budget()))
     try:
-        return decode_image(data, grey)
+        return decode_image_sized(data, grey, min_side)
     except RuntimeInputError as e:
         raise RuntimeInputError(f"{path}: {e}") from None
 
@@ -234,13 +240,25 @@ def _header_of(im, data: bytes) -> Header:
     return Header(im.format, w, h, channels, sample_bytes, alpha, buffer)
 
 
-def decode_image(data: bytes, grey: bool = False) -> np.ndarray:
+def decode_image(data: bytes, grey: bool = False, min_side: int | None = None) -> np.ndarray:
     """Decode encoded image bytes (PNG, JPEG, BMP, TIFF, WebP, PNM) within the memory budget.
 
     ``grey``: a JPEG is decoded to its luminance alone, which is all the ink
     analysis looks at: libjpeg then skips the colour planes, their
     upsampling and the conversion to BGR (about half the decoding time of
-    a photo). Other formats decode as they are."""
+    a photo). Other formats decode as they are.
+    ``min_side``: the long side the caller needs: a JPEG is decoded at the
+    smallest of 1/2, 1/4 or 1/8 scale that still has it (libjpeg scales in
+    its inverse DCT, for less work than a full decode and no resizing after
+    it); by default large JPEGs are reduced to a long side of
+    JPEG_REDUCE_TARGET or more."""
+    return decode_image_sized(data, grey, min_side)[0]
+
+
+def decode_image_sized(data: bytes, grey: bool = False,
+                       min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """``decode_image``, and the (H, W) of the full-size image, turned like the decoded one (EXIF):
+    what the decoded pixels' coordinates scale to when a JPEG was decoded reduced."""
     if len(data) == 0:
         raise RuntimeInputError("empty file")
     dims = sniff_dimensions(data)  # the cheapest refusal of an absurd size, before Pillow reads more
@@ -257,7 +275,7 @@ def decode_image(data: bytes, grey: bool = False) -> np.ndarray:
         if w * h > len(data) * JPEG_MAX_PIXELS_PER_BYTE:
             raise RuntimeInputError(f"corrupt JPEG: its header claims {w}x{h} pixels, far more than its "
                                     f"{len(data)} bytes can hold")
-    flags, shape = decode_plan(header, len(data), memory_budget(), grey)
+    flags, shape = decode_plan(header, len(data), memory_budget(), grey, min_side)
     try:
         if header.format == "JPEG":
             with _libjpeg_messages() as messages:
@@ -275,7 +293,8 @@ def decode_image(data: bytes, grey: bool = False) -> np.ndarray:
     if image.shape[:2] not in (shape, shape[::-1]):  # either way round: EXIF orientation
         raise RuntimeInputError(f"corrupt image: decoded {image.shape[1]}x{image.shape[0]}, "
                                 f"header says {shape[1]}x{shape[0]}")
-    return to_uint8(image)
+    full = (h, w) if image.shape[:2] == shape else (w, h)
+    return to_uint8(image), full
 
 
 @contextmanager
@@ -309,10 +328,14 @@ def _check_size(w: int, h: int) -> None:
         raise RuntimeInputError(f"image too large ({w}x{h} pixels, limit {MAX_PIXELS // 1_000_000} MP)")
 
 
-def decode_plan(header: Header, file_bytes: int, budget: int, grey: bool = False) -> tuple[int, tuple[int, int]]:
+def decode_plan(header: Header, file_bytes: int, budget: int, grey: bool = False,
+                min_side: int | None = None) -> tuple[int, tuple[int, int]]:
     """OpenCV flags that decode the image within ``budget`` bytes, and the
     (height, width) they give. Raises when no way of decoding fits.
-    ``grey``: luminance only, for a JPEG (the same sizes, the same EXIF turn)."""
+    ``grey``: luminance only, for a JPEG (the same sizes, the same EXIF turn).
+    ``min_side``: a JPEG is reduced as far as its long side stays at least this
+    (default JPEG_REDUCE_TARGET, and up to twice that)."""
+    target = JPEG_REDUCE_TARGET if min_side is None else max(1, min_side)
     w, h = header.width, header.height
     if header.format == "JPEG":
         # JPEG carries neither alpha nor 16-bit data, so IMREAD_COLOR loses
@@ -321,7 +344,7 @@ def decode_plan(header: Header, file_bytes: int, budget: int, grey: bool = False
         # decodes at 1/2, 1/4 or 1/8 scale directly.
         for factor, flags in (JPEG_GREY_FLAGS if grey else JPEG_COLOUR_FLAGS):
             shape = (-(-h // factor), -(-w // factor))
-            if factor < 8 and max(w, h) // (2 * factor) >= JPEG_REDUCE_TARGET:
+            if factor < 8 and max(w, h) // (2 * factor) >= target:
                 continue  # a smaller scale is still large enough
             cost = file_bytes + 2 * 3 * shape[0] * shape[1]  # BGR, then its grey or channel check
             if cost <= budget:
@@ -519,7 +542,8 @@ def _jpeg_complete(data: bytes) -> bool:
     """
     for marker, pos, length in _jpeg_segments(data):
         if marker == 0xDA:  # start of scan
-            return data.find(b"\xff\xd9", pos + 2 + length) >= 0
+            # Searched from the end, where the EOI is (a forward search reads the whole scan).
+            return data.rfind(b"\xff\xd9", pos + 2 + length) >= 0
     return False
 def sniff_dimensions(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header of PNG, JPEG, BMP or WebP data.

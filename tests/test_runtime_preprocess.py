@@ -148,6 +148,42 @@ def test_jpeg_read_as_luminance_is_what_the_analysis_would_make_of_the_colour_on
     assert np.array_equal(read_image(tmp_path / "a.jpg", grey=True), grey)
 
 
+@pytest.mark.needs_model
+def test_jpeg_decoded_reduced_for_a_digit_gives_boxes_in_the_full_images_pixels(mnist, paper_photo, tmp_path, clf):
+    """A single digit's JPEG is decoded at 1/2, 1/4 or 1/8 scale by libjpeg, as far as the working
+    size allows: the box still comes out in the full image's pixels, near the one of a full decode,
+    and the digit is rendered alike."""
+    from runtime import read_image
+    from runtime.imageio import decode_image_sized
+    from runtime.preprocess import WORK_SIDE
+
+    photo = paper_photo(mnist[0][7], size=(1200, 1600), frac=0.5)
+    data = cv2.imencode(".jpg", photo, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
+    reduced, full_shape = decode_image_sized(data, grey=True, min_side=WORK_SIDE)
+    assert full_shape == (1200, 1600)
+    assert reduced.shape == (300, 400)  # 1/4: 1/8 would be under WORK_SIDE
+    assert decode_image(data, grey=True).shape == (1200, 1600)  # without min_side: as before
+    (tmp_path / "d.jpg").write_bytes(data)
+    via_path = clf.preprocess(tmp_path / "d.jpg")
+    via_array = clf.preprocess(read_image(tmp_path / "d.jpg", grey=True))
+    assert np.abs(np.subtract(via_path.box, via_array.box)).max() <= 12  # input pixels, of a 600 px digit
+    assert correlation(via_path.pixels, via_array.pixels) > 0.95
+
+
+def test_quick_working_image_is_the_same_size_scale_and_grey(paper_photo):
+    """The single digit's working image (block averages, then linear) has the size and scale of the
+    exact INTER_AREA one and nearly its grey levels, including a fractional factor and odd sizes."""
+    from runtime.preprocess import to_working
+
+    for size in ((480, 640), (1201, 1599), (240, 320), (100, 90)):
+        img = cv2.cvtColor(paper_photo(np.pad(np.full((12, 4), 255, np.uint8), 8), size=size), cv2.COLOR_BGR2GRAY)
+        exact, s1 = to_working(img, 288)
+        quick, s2 = to_working(img, 288, quick=True)
+        assert exact.shape == quick.shape and quick.dtype == np.float32
+        assert abs(s1 - s2) <= 0.01 * s1
+        assert np.percentile(np.abs(exact - quick), 99) < 0.05
+
+
 def test_a_second_analysis_reuses_the_working_image_and_matches_a_fresh_one(mnist, paper_photo):
     """The other polarity's analysis starts from the first one's working image: same result as
     analysing the image anew with that polarity."""
