@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from .errors import ModelError, NoDigitFound, RuntimeInputError
-from .imageio import read_image_sized
+from .imageio import decode_image, read_image_sized
 from .model import load_session, softmax
 from .preprocess import WORK_SIDE, DigitCrop, preprocess_digit, viewed
 from .results import NumberReading, Outcome, Prediction
@@ -210,6 +210,13 @@ def _named(error: Exception, source: str | None) -> Exception:
     """The same error, its message starting with the input's path (read errors name it already)."""
     message = _name(source, str(error))
     return error if message == str(error) else type(error)(message)
+
+
+def decode_upload(data: bytes, number: bool = False) -> np.ndarray:
+    """Encoded image bytes decoded as ``classify`` decodes a file that holds them (grey; a large JPEG
+    reduced to the side its mode's analysis works at), so that a server reads an upload exactly as
+    the command line reads the file. Boxes found in it are in its pixels."""
+    return decode_image(data, grey=True, min_side=None if number else WORK_SIDE)
 
 
 def _load(image: ImageLike, min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int] | None]:

@@ -7,7 +7,7 @@ the other connections. Requests beyond the pool and its queue are refused
 at once with 503 instead of piling up.
 
 The runtime is used only through its public API (``DigitClassifier``,
-``decode_image`` and the typed errors), so a change of number reader
+``decode_upload`` and the typed errors), so a change of number reader
 behind ``read_number`` needs no change here. The API is described in
 docs/HTTP.md; the page at ``/`` lives in runtime/static/.
 """
@@ -44,7 +44,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import DigitClassifier, NoDigitFound, RuntimeInputError, decode_image
+from . import DigitClassifier, NoDigitFound, RuntimeInputError, decode_upload
 from .results import digit_json, number_json
 
 log = logging.getLogger("runtime.serve")
@@ -155,7 +155,7 @@ class Reader:
         the JSON object and the (width, height) the image was decoded at,
         which the boxes refer to (large JPEGs are decoded reduced)."""
         try:
-            image = decode_image(data, grey=True)  # the ink analysis uses luminance only
+            image = decode_upload(data, number)  # as the command line decodes the same file
         except RuntimeInputError as e:
             raise decode_problem(e) from None
         except MemoryError:
