@@ -77,13 +77,15 @@ def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch, c
     verified FP32 file, and the quantizer writes an INT8 file only if it passes its gate (a barely trained
     reader is unsure of most rows, so it may not: then one line says why and no file is left)."""
     import export.reader as export_reader
+    import train.reader as train_reader
     from export.quantize import main as quantize_main
     from export.to_onnx import main as export_main
 
     monkeypatch.setattr(export_reader, "TEST_ROWS", 300)
     monkeypatch.setattr(export_reader, "CALIBRATION_ROWS", 64)
+    monkeypatch.setattr(train_reader, "EVAL_ROWS", 300)  # validation and test rows: what they show is tested above
     out = tmp_path / "run"
-    assert train_main(["--recipe", "reader", "--epochs", "1", "--train-subset", "12000",
+    assert train_main(["--recipe", "reader", "--epochs", "1", "--train-subset", "6000", "--batch-size", "32",
                        "--eval-interval", "20", "--data-dir", str(mnist_dir), "--out", str(out)]) == 0
     ckpt = load(out / "best.pt")
     assert ckpt["arch"] == "reader" and ckpt["input"]["task"] == "row-reader"
