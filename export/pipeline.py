@@ -24,7 +24,7 @@ import onnx
 import onnxruntime
 import torch
 
-from runtime.model import CLASSIFIER_FILES, DEFAULT_READER, MODELS_DIR
+from runtime.model import CLASSIFIER_FILES, DEFAULT_READER, MODELS_DIR, NAMED_MODELS
 from train.checkpoint import CheckpointError, load, load_model, sha256
 from train.config import DEFAULT_RECIPE, RECIPES
 from train.files import clean_stale_temps, copy_file, sigterm_as_interrupt, write_text
@@ -44,6 +44,8 @@ SHIPPED = {p: CLASSIFIER_FILES[p] for p in ("fp32", "int8")}
 # benchmarks and parity tests run on a fresh install: shipped file name -> its checkpoint. --ship writes both.
 CHECKPOINTS_DIR = REPO / "checkpoints"
 SHIPPED_CHECKPOINTS = {**{name: CHECKPOINTS_DIR / "digits.pt" for name in SHIPPED.values()},
+                       **{NAMED_MODELS[name].name: CHECKPOINTS_DIR / "digits-accurate.pt"
+                          for name in ("accurate", "accurate-fp32")},
                        DEFAULT_READER.name: CHECKPOINTS_DIR / "reader.pt"}
 CLASSIFIER_CHECKPOINT = SHIPPED_CHECKPOINTS[SHIPPED["fp32"]]
 READER_CHECKPOINT = SHIPPED_CHECKPOINTS[DEFAULT_READER.name]

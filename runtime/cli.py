@@ -29,8 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--model", help="ONNX model file, or a shipped model's name: default, accurate (the small "
-                                       "classifiers' teacher; today the same model) (default: default)")
+        q.add_argument("--model", help="ONNX model file, or a shipped model's name: default, accurate (5x the "
+                                       "default's compute; its teacher) (default: default)")
         q.add_argument("--threads", type=_positive, help="inference threads (default: cores available, at most 4)")
         q.add_argument("--number", action="store_true",
                        help="read numbers: every row of digits, top to bottom (JSON: 'rows', and 'number' = rows "

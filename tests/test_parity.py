@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from export.pipeline import READER_CHECKPOINT, SHIP_DIR, SHIP_GATES, SHIPPED, SHIPPED_CHECKPOINTS
+from export.pipeline import READER_CHECKPOINT, SHIP_DIR, SHIP_GATES, SHIPPED_CHECKPOINTS
 from export.verify import accuracy, compare, load_pixels, onnx_logits
 from train.checkpoint import load, sha256
 
@@ -95,13 +95,15 @@ def test_every_shipped_model_has_its_checkpoint():
         assert meta.get("checkpoint_sha256") in made_from, f"{SHIP_DIR / name} was not made from {checkpoint}"
 
 
-def test_shipped_classifier_checkpoint_exports_to_the_shipped_file(tmp_path, mnist_dir):
-    """checkpoints/digits.pt (rebuilt from the shipped FP32 file's weights, BatchNorm as identity: export.recover)
-    through export.to_onnx computes what the shipped file computes, on every test image."""
+@pytest.mark.parametrize("name", ["default-fp32", "accurate-fp32"])
+def test_shipped_classifier_checkpoint_exports_to_the_shipped_file(tmp_path, mnist_dir, name):
+    """Each shipped classifier's checkpoint (checkpoints/digits.pt, digits-accurate.pt) through export.to_onnx
+    computes what its shipped FP32 file computes, on every test image."""
     from export.to_onnx import export_graph, wrap
+    from runtime.model import NAMED_MODELS
     from train.checkpoint import load_model
 
-    shipped = SHIP_DIR / SHIPPED["fp32"]
+    shipped = NAMED_MODELS[name]
     path = SHIPPED_CHECKPOINTS[shipped.name]
     ckpt = load(path)
     again = tmp_path / "again.onnx"

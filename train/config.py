@@ -19,18 +19,16 @@ RECIPES = {
                  lr=5e-3, weight_decay=5e-4, optimizer="adamw", schedule="onecycle", augment=True,
                  label_smoothing=0.1, eval_interval=430),
 }
-# The shipped model: the best recipe, also shown what the runtime's number reader cuts out of photos
-# (train/pieces.py): it reads rows of digits better, for about 0.15 points of MNIST test accuracy.
+# The accurate model (shipped as `--model accurate`, the small default's teacher): the best recipe, also shown what
+# the runtime's number reader cut out of photos (train/pieces.py), then fine-tuned on photo crops (docs/EXPERIMENTS.md).
 RECIPES["photo"] = dict(RECIPES["best"], outliers=0.25, cut_pieces=0.2)
-# The accurate model (shipped as `--model accurate`): the photo recipe, fine-tuned on photo crops (docs/EXPERIMENTS.md).
 RECIPES["accurate"] = RECIPES["photo"]
-# The small classifier (issue 15): a fifth of the accurate model's multiply-accumulates, taught by it. The teacher's
-# soft targets come from its INT8 file on every augmented batch (as good a teacher as the FP32 file, 99.99% the
-# same answers, and 2.5x cheaper to run beside a small student on one core). No cut pieces: the row reader, not the
-# cut search, reads numbers now. Photo crops (python -m train.photo_crops) are given on the command line.
-# Its best run so far (checkpoints/digits-small.pt, 99.55% INT8: short of the 99.6% floor, so not shipped) was this
-# recipe for 4 epochs with 0.3 photo crops per digit, then 2 epochs more from it at lr 1e-3 (docs/EXPERIMENTS.md).
-RECIPES["small"] = dict(RECIPES["best"], arch_config={"widths": [16, 32, 64], "head": 128}, epochs=4,
+# The shipped default classifier (issue 15): a fifth of the accurate model's multiply-accumulates, taught by it. The
+# teacher's soft targets come from its INT8 file on every augmented batch (as good a teacher as the FP32 file, 99.99%
+# the same answers, and 2.5x cheaper to run beside a small student on one core). No cut pieces: the row reader, not
+# the cut search, reads numbers now. Photo crops (python -m train.photo_crops, seeds 100 and 101) are given on the
+# command line with --photo-share 0.3 (the command is in runtime/models/MODEL_CARD.md).
+RECIPES["small"] = dict(RECIPES["best"], arch_config={"widths": [16, 32, 64], "head": 128}, epochs=15,
                         outliers=0.2, teacher="runtime/models/digits-accurate-int8.onnx", distill=0.7,
                         temperature=2.0)
 # The row reader (train/reader.py): a whole row of digits read at once with CTC, on synthetic rows.
