@@ -143,7 +143,7 @@ class Load:
 
 def photos(n_digits: int, n_numbers: int, seed: int, data_dir: str | None) -> list[dict]:
     """640x480 JPEGs of synthetic photos, with the runtime's own reading of the same bytes."""
-    from runtime import DigitClassifier, NoDigitFound, decode_image
+    from runtime import DigitClassifier, NoDigitFound, decode_upload
     from train.idx import load_split, resolve_data_dir
 
     images, labels = load_split(resolve_data_dir(data_dir), "test")
@@ -153,7 +153,7 @@ def photos(n_digits: int, n_numbers: int, seed: int, data_dir: str | None) -> li
         frame = cv2.resize(s.image, SIZE, interpolation=cv2.INTER_AREA)
         data = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])[1].tobytes()
         try:
-            image = decode_image(data)
+            image = decode_upload(data, number=s.kind != "digit")  # as the server and the CLI decode it
             want = clf.classify_one(image).label if s.kind == "digit" else clf.read_number(image).number
         except NoDigitFound:
             continue  # rare: the resize left no readable ink; not a good-input photo
