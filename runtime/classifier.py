@@ -129,7 +129,7 @@ class DigitClassifier:
         """Read (if a path) and turn into the model's input."""
         if isinstance(image, (str, os.PathLike)):
             try:
-                pixels, shape = _load(image, WORK_SIDE)
+                pixels, shape = _load(image)
                 return preprocess_digit(pixels, self.info.input_size, shape)
             except NoDigitFound as e:  # read errors already name the file
                 raise NoDigitFound(f"{image}: {e}") from None
@@ -147,9 +147,9 @@ class DigitClassifier:
         for outcome, image in zip(outcomes, images):
             try:
                 if number:
-                    prepared.append((outcome, self.reader.rows(_load(image)[0])))
+                    prepared.append((outcome, self.reader.rows(_load(image, number=True)[0])))
                 else:
-                    pixels, shape = _load(image, WORK_SIDE)
+                    pixels, shape = _load(image)
                     prepared.append((outcome, preprocess_digit(pixels, self.info.input_size, shape)))
             except RuntimeInputError as e:
                 outcome.error = _named(e, outcome.source)
@@ -199,7 +199,7 @@ class DigitClassifier:
 
     def read_numbers(self, images: Iterable[ImageLike]) -> list[NumberReading]:
         """Each image's rows of digits, read by the row reader."""
-        return self.reader.read([_load(im)[0] for im in images])
+        return self.reader.read([_load(im, number=True)[0] for im in images])
 
 
 def _name(source: str | None, message: str) -> str:
@@ -216,15 +216,21 @@ def decode_upload(data: bytes, number: bool = False) -> np.ndarray:
     """Encoded image bytes decoded as ``classify`` decodes a file that holds them (grey; a large JPEG
     reduced to the side its mode's analysis works at), so that a server reads an upload exactly as
     the command line reads the file. Boxes found in it are in its pixels."""
-    return decode_image(data, grey=True, min_side=None if number else WORK_SIDE)
+    return decode_image(data, grey=True, min_side=_decode_side(number))
 
 
-def _load(image: ImageLike, min_side: int | None = None) -> tuple[np.ndarray, tuple[int, int] | None]:
+def _decode_side(number: bool) -> int | None:
+    """The long side a file or an upload is decoded to (a large JPEG is reduced): single digits are analysed at
+    WORK_SIDE; numbers are decoded at the decoder's default (imageio.JPEG_REDUCE_TARGET)."""
+    return None if number else WORK_SIDE
+
+
+def _load(image: ImageLike, number: bool = False) -> tuple[np.ndarray, tuple[int, int] | None]:
     """The image's pixels, and the (H, W) of the full-size image when a file was decoded reduced
-    (``min_side``: the long side the analysis works at; None for an array)."""
+    (None for an array). ``number``: decoded for reading numbers (``_decode_side``)."""
     if isinstance(image, np.ndarray):
         return image, None
     if isinstance(image, (str, os.PathLike)):
         # The analysis of digits and numbers uses luminance only.
-        return read_image_sized(image, grey=True, min_side=min_side)
+        return read_image_sized(image, grey=True, min_side=_decode_side(number))
     raise RuntimeInputError(f"expected an image array or a path, got {type(image).__name__}")
