@@ -30,6 +30,7 @@ MAX_GAP = 1.5  # widest gap between digits of one number, in digit heights (a "1
 OVERLAP = 0.4  # neighbours in a row overlap vertically by this share of the smaller one's height
 TALL = 0.5  # marks this share of a row's tallest one set its band (shorter ones: bars, dots, specks)
 MAX_TILT = 20.0  # degrees
+WIDE_MARK = 1.5  # a mark this many times wider than tall holds several digits
 MAX_MARKS = 80  # the heaviest marks considered: more is texture, not writing
 MAX_ROW_WIDTH = 4096  # reader pixels: about 200 digits
 # Long side of the ink analysis' working image: 384 reads as many numbers of benchmarks.synth_photos
@@ -147,7 +148,8 @@ def cut_row(analysis: InkAnalysis, row: list[Component], height: int) -> RowImag
     mark = chosen[labels]
     chosen[[i for c in row for i in c.labels]] = True
     whole = chosen[labels]
-    image = level_row(analysis.ink[window], mark, whole, _tilt(tall), 1.0 / analysis.scale, height,
+    angle = _tilt(tall) if len(tall) > 1 else _ink_tilt(mark, tall[0])
+    image = level_row(analysis.ink[window], mark, whole, angle, 1.0 / analysis.scale, height,
                       analysis.input_shape, analysis.weak)
     # The window's offset, in input pixels, completes the map back to the input image.
     image.to_input[:, 2] += np.array([window[1].start, window[0].start]) / analysis.scale
@@ -185,6 +187,20 @@ def level_row(ink: np.ndarray, tall: np.ndarray, row: np.ndarray, angle: float, 
     hi = max(float(np.percentile(core, 75)) if core.size else 1.0, lo + 1e-3)
     pixels = np.clip((pixels - lo) / (hi - lo), 0, 1).astype(np.float32)
     return RowImage(pixels, cv2.invertAffineTransform(forward) * to_input_scale, input_shape)
+
+
+def _ink_tilt(mask: np.ndarray, mark: Component) -> float:
+    """Degrees of one mark's slope: a line through its columns' centres of ink. Touching or overlapping
+    digits merge into one mark, whose tilt no line through mark centres can give; a mark not much
+    wider than tall is a single digit, whose columns say nothing of a row's slope (0)."""
+    if mark.w < WIDE_MARK * mark.h:
+        return 0.0
+    ys, xs = np.nonzero(mask)
+    counts = np.bincount(xs)
+    cols = np.flatnonzero(counts)
+    centres = np.bincount(xs, weights=ys)[cols] / counts[cols]
+    slope = np.polyfit(cols, centres, 1, w=np.sqrt(counts[cols]))[0]
+    return float(np.clip(np.degrees(np.arctan(slope)), -MAX_TILT, MAX_TILT))
 
 
 def _tilt(marks: list[Component]) -> float:

@@ -145,3 +145,19 @@ def test_rows_of_a_tilted_number_come_out_level(mnist):
     (row,) = find_row_images(turned, 32)
     ink_rows = np.nonzero(row.pixels.max(axis=1) > 0.3)[0]
     assert ink_rows.max() - ink_rows.min() < 30  # level: not the tilted band's height
+
+
+def test_a_tilted_row_of_overlapping_digits_comes_out_level(mnist):
+    """Overlapping digits are one mark: its tilt comes from its ink, not from a line through marks. A row
+    cut tilted is scaled by its slanted band's height and comes out too short."""
+    images, labels = mnist
+    picks = [int(np.flatnonzero(labels == d)[0]) for d in (0, 2, 3, 5, 8)]
+    row = np.zeros((28, 28 + 13 * (len(picks) - 1)), np.uint8)
+    for k, i in enumerate(picks):  # frames 13 px apart: the strokes of neighbours overlap
+        np.maximum(row[:, 13 * k:13 * k + 28], images[i], out=row[:, 13 * k:13 * k + 28])
+    strip = cv2.resize(255 - row, (row.shape[1] * 4, 112), interpolation=cv2.INTER_CUBIC)
+    page = np.full((500, 900), 225, np.uint8)
+    page[194:306, 200:200 + strip.shape[1]] = strip
+    turned = cv2.warpAffine(page, cv2.getRotationMatrix2D((450, 250), 12, 1.0), (900, 500), borderValue=225)
+    (level,), (tilted,) = find_row_images(page, 32), find_row_images(turned, 32)
+    assert abs(tilted.pixels.shape[1] - level.pixels.shape[1]) < 0.1 * level.pixels.shape[1]
