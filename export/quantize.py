@@ -108,7 +108,8 @@ def cpu_flags() -> set[str]:
 def preset_for(flags: set[str]) -> str:
     """The INT8 preset for a CPU kind, by its flags: full 8-bit weights where products accumulate in int32
     (VNNI, AMX: measured on this project's Xeon), 7-bit weights where they pass through int16 (AVX2 alone:
-    the AMD EPYC measurements of docs/EXPERIMENTS.md; unmeasured since)."""
+    on an AMD EPYC, 8-bit weights lost 2 of 10,000 test digits to saturation for about 10% more speed:
+    benchmarks/results/int8_formats_small_amd_avx2.md)."""
     return "u8s8" if flags & set(INT32_DOT_FLAGS) else "u8s8-7bit"
 # The classifier's Gemm writes float logits straight from its int32 accumulators (ORT's QGemm
 # has a float output): no 8-bit rounding of the logits and two ops fewer.
