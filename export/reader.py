@@ -243,6 +243,11 @@ def reader_pipeline(checkpoint: Path, out_dir: Path, data_dir, command: str, shi
     return text
 
 
+def reader_settings(t: dict) -> str:
+    return ", ".join(f"{k} {t[k]}" for k in ("recipe", "epochs", "batch_size", "lr", "weight_decay", "photo_rows",
+                                             "photo_share", "init", "seed") if t.get(k) is not None)
+
+
 def reader_card(r: dict) -> str:
     m, t = r["metrics"], r["train_config"]
     rows = "\n".join(f"| `{SHIPPED_READER[p]}` | {p} | {r[p]['size_bytes'] / 1024:.1f} KiB | {r[p]['accuracy']:.2%} | "
@@ -251,8 +256,11 @@ def reader_card(r: dict) -> str:
         rows += f"\n\n**INT8 not shipped**: {r['int8_refused']}. The runtime reads numbers with the FP32 file."
     photo_rows = (" and on rows the runtime cut out of synthetic photos (" + ", ".join(t["photo_rows"]) + ")"
                   if t.get("photo_rows") else "")
-    settings = ", ".join(f"{k} {t[k]}" for k in ("recipe", "epochs", "batch_size", "lr", "weight_decay", "photo_rows",
-                                                 "photo_share", "init", "seed") if t.get(k) is not None)
+    settings = reader_settings(t)
+    if t.get("soup_of"):  # train.soup: the mean of several readers' weights
+        photo_rows = photo_rows or " and on rows the runtime cut out of synthetic photos"
+        settings = "the mean of the weights of " + "; ".join(f"`{i['checkpoint']}` ({reader_settings(i)})"
+                                                              for i in t["soup_of"]) + " (`python -m train.soup`)"
     stride = r["arch_config"].get("stride", 4)
     return f"""# Model card: edge-digits row reader
 

@@ -76,7 +76,9 @@ def test_digits_have_boxes_left_to_right_inside_the_image(reader, mnist):
 
 def test_two_rows_are_read_top_to_bottom(reader, mnist):
     images, labels = mnist
-    top, bottom = [7, 8, 9], [10, 11, 12, 13]
+    # The first seven test digits. (Digits 7-13 were used before; digit 8, a 5 whose top stroke stands apart,
+    # reads as 5 or nothing at about even odds with the reader of 2026-12-02 when cut from this page.)
+    top, bottom = [0, 1, 2], [3, 4, 5, 6]
     page = np.vstack([paper_row(images, top, canvas=(200, 900)), paper_row(images, bottom, canvas=(200, 900))])
     reading = reader.read([page])[0]
     assert reading.numbers == [label_of(labels, top), label_of(labels, bottom)]

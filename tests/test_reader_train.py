@@ -116,3 +116,50 @@ def test_reader_gives_one_output_per_stride_columns(stride):
             model.head.bias.copy_(torch.cat([torch.zeros(BLANK + 1), torch.ones(BLANK + 1)]))
         out = model(torch.rand(1, 1, RowReader.HEIGHT, 48))
         assert out[0, 0::2].abs().max() == 0 and (out[0, 1::2] == 1).all()
+
+
+def _reader_checkpoint(path, widths=(16, 32, 64, 96), seed=0):
+    from dataclasses import asdict
+
+    from train.checkpoint import make_checkpoint, save
+    from train.config import TrainConfig
+    from train.reader import reader_input
+
+    torch.manual_seed(seed)
+    model = RowReader(widths=widths, stride=2)
+    save(make_checkpoint(model, "reader", {"widths": list(widths), "stride": 2}, mean=0.5, std=0.5,
+                         classes=[str(d) for d in range(10)], dataset="mnist",
+                         train_config=asdict(TrainConfig.from_recipe("reader", seed=seed)),
+                         metrics={"iterations": 10, "train_seconds": 1.5, "parameters": 1},
+                         input_spec=reader_input(2)), path)
+
+
+def test_soup_is_the_mean_of_its_readers_and_is_measured(tmp_path, mnist_dir, monkeypatch, capsys):
+    import train.reader as train_reader
+    import train.soup as soup
+
+    monkeypatch.setattr(train_reader, "EVAL_ROWS", 50)
+    monkeypatch.setattr(soup, "EVAL_ROWS", 50)
+    a, b, out = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "soup.pt"
+    _reader_checkpoint(a, seed=1)
+    _reader_checkpoint(b, seed=2)
+    assert soup.main([str(a), str(b), "--out", str(out), "--data-dir", str(mnist_dir)]) == 0
+    mixed, ca, cb = load(out), load(a), load(b)
+    key = "features.0.weight"
+    assert torch.allclose(mixed["state_dict"][key], (ca["state_dict"][key] + cb["state_dict"][key]) / 2)
+    assert not torch.equal(ca["state_dict"][key], cb["state_dict"][key])
+    m = mixed["metrics"]
+    assert m["iterations"] == 20 and m["train_seconds"] == 3.0
+    assert all(0.0 <= m[k] <= 1.0 for k in ("val_accuracy", "test_row_accuracy", "clean_5_digit_row_accuracy"))
+    assert [i["checkpoint"] for i in mixed["train_config"]["soup_of"]] == [str(a), str(b)]
+
+
+def test_soup_refuses_readers_of_other_shapes(tmp_path, mnist_dir, capsys):
+    import train.soup as soup
+
+    a, b, out = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "soup.pt"
+    _reader_checkpoint(a)
+    _reader_checkpoint(b, widths=(8, 16, 32, 48))
+    assert soup.main([str(a), str(b), "--out", str(out), "--data-dir", str(mnist_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(b) in err[0] and "differs" in err[0] and not out.exists()
