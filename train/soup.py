@@ -52,6 +52,7 @@ def make_soup(paths: list[str], data_dir: str | None = None) -> dict:
     metrics = {"val_accuracy": exact(model, val, cfg, device),
                **{name: exact(model, rows, cfg, device) for name, rows in test_rows(splits, 12345).items()},
                "iterations": sum(c["metrics"]["iterations"] for c in ckpts),
+               "epochs": round(sum(c["metrics"].get("epochs", 0) for c in ckpts), 3),
                "train_seconds": round(sum(c["metrics"]["train_seconds"] for c in ckpts), 2),
                "parameters": first["metrics"]["parameters"]}
     metrics["test_accuracy"] = metrics["test_row_accuracy"]
