@@ -62,6 +62,9 @@ MIN_CONTRAST = 0.06  # ink must differ from the background by at least this frac
 # (seeds 1-4 of train/synth_photos.py: 60 -> 52 wrong of 2,400.)
 CONTRAST_POWER = 2.0
 SIGMA_SAMPLES = 10_000  # pixels a noise level is measured on, at most (a MAD over 10k values varies by about 1.5%)
+# Small digit crops are enlarged at most 2x: more would only smear their noise over many pixels, where it
+# looks like faint strokes. (Rows of digits in small frames gain from more: runtime.rows.ENLARGE.)
+MAX_ENLARGE = 2.0
 CANONICAL_SIDE = 80  # digit long side when its stroke width is measured and adjusted
 MNIST_STROKE = (1.6, 3.6, 2.3)  # stroke width range in a 20 px box (5th..95th pct of MNIST) and target
 
@@ -112,12 +115,12 @@ class Working:
 
     @classmethod
     def of(cls, image: np.ndarray, side: int = WORK_SIDE, input_shape: tuple[int, int] | None = None,
-           quick: bool = False) -> Working:
+           quick: bool = False, enlarge: float = MAX_ENLARGE) -> Working:
         """``input_shape``: (H, W) of the image ``image`` was decoded from at a reduced
         size (``imageio.decode_image_sized``), whose pixels the boxes are then given in.
         ``quick``: see ``to_working`` and ``decide_polarity`` (single digits: the number
         path reads fewer numbers with it, 276 against 284 of 350 on seed 1)."""
-        grey, scale = to_working(image, side, quick)
+        grey, scale = to_working(image, side, quick, enlarge)
         if input_shape is None:
             input_shape = image.shape[:2]
         else:
@@ -254,8 +257,10 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = Fa
                        doubt, working)
 
 
-def to_working(image: np.ndarray, side: int = WORK_SIDE, quick: bool = False) -> tuple[np.ndarray, float]:
-    """Luminance resized so the long side is ``side``; float32 [0, 1].
+def to_working(image: np.ndarray, side: int = WORK_SIDE, quick: bool = False,
+               enlarge: float = MAX_ENLARGE) -> tuple[np.ndarray, float]:
+    """Luminance resized so the long side is ``side`` (small images: enlarged at most ``enlarge`` times);
+    float32 [0, 1].
 
     Luminance only: JPEG keeps it at full resolution and quality while
     colour is subsampled into blocks, and blue, red or black ink are all
@@ -269,9 +274,7 @@ def to_working(image: np.ndarray, side: int = WORK_SIDE, quick: bool = False) ->
     whole block are left out: less than one working pixel."""
     image = _luma(image)
     h, w = image.shape[:2]
-    # Small crops are enlarged at most 2x: more would only smear their
-    # noise over many pixels, where it looks like faint strokes.
-    scale = min(side / max(h, w), 2.0)
+    scale = min(side / max(h, w), enlarge)
     # Very elongated inputs: keep at least 32 px on the short side.
     scale = max(scale, min(32 / min(h, w), 4 * side / max(h, w)))
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
