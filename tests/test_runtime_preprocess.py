@@ -347,3 +347,16 @@ def test_synthetic_photos_reach_the_floors(mnist, clf):
             digit_right.append(False)
     digit_acc = np.mean(digit_right)
     assert digit_acc >= 0.95, f"single digits {digit_acc:.3f}"
+
+
+def test_small_frames_are_enlarged_at_most_the_given_factor():
+    """Single digits' working image grows at most 2x (noise would pass for faint strokes); the number path
+    asks for up to 3x (runtime.rows.ENLARGE): rows in small frames keep more of their strokes."""
+    from runtime.preprocess import MAX_ENLARGE, to_working
+    from runtime.rows import ENLARGE, WORK_SIDE
+
+    frame = np.full((60, 100), 200, np.uint8)
+    assert to_working(frame, WORK_SIDE)[0].shape == (60 * MAX_ENLARGE, 100 * MAX_ENLARGE)
+    assert to_working(frame, WORK_SIDE, enlarge=ENLARGE)[0].shape == (60 * ENLARGE, 100 * ENLARGE)
+    big = np.full((600, 1000), 200, np.uint8)
+    assert to_working(big, WORK_SIDE, enlarge=ENLARGE)[0].shape[1] == WORK_SIDE  # large frames: reduced as before
