@@ -215,18 +215,19 @@ def mnist_passthrough(image: np.ndarray, size: int) -> np.ndarray | None:
 
 
 def analyse_ink(image: np.ndarray, polarity: str | None = None, ruled: bool = False,
-                work_side: int = WORK_SIDE, working: Working | None = None) -> InkAnalysis:
+                working: Working | None = None) -> InkAnalysis:
     """Steps 1-6 up to the candidate marks, shared by digits and numbers.
     ``polarity``: "dark-ink" or "light-ink" to skip deciding it; the
     analysis's ``doubt`` is the other polarity when the decision was
     uncertain. ``ruled``: lift long horizontal lines (ruled paper, an
     underline) out of the marks, so that digits written on them stay
     marks of their own (numbers only: a tight crop of one 7 has a bar
-    as long as the frame is wide). ``working``: the working image of an
-    earlier analysis of the same image and ``work_side`` (``InkAnalysis.working``),
-    to analyse it again with the other polarity without redoing it."""
+    as long as the frame is wide). ``working``: the image at the working
+    size (``Working.of``; default: at WORK_SIDE), or an earlier analysis's
+    (``InkAnalysis.working``) to analyse it again with the other polarity
+    without redoing it."""
     if working is None:
-        working = Working.of(image, work_side)
+        working = Working.of(image)
     work = working.grey
     short = min(work.shape[:2])
     doubt = None
