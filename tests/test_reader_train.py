@@ -139,7 +139,6 @@ def test_soup_is_the_mean_of_its_readers_and_is_measured(tmp_path, mnist_dir, mo
     import train.soup as soup
 
     monkeypatch.setattr(train_reader, "EVAL_ROWS", 50)
-    monkeypatch.setattr(soup, "EVAL_ROWS", 50)
     a, b, out = tmp_path / "a.pt", tmp_path / "b.pt", tmp_path / "soup.pt"
     _reader_checkpoint(a, seed=1)
     _reader_checkpoint(b, seed=2)

@@ -157,7 +157,7 @@ def train_reader(cfg: TrainConfig, resume: bool = False, given: dict | None = No
     if cfg.train_subset:
         splits.train_x, splits.train_y = splits.train_x[:cfg.train_subset], splits.train_y[:cfg.train_subset]
     maker = RowMaker(splits.train_x, splits.train_y)
-    val = fixed_rows(RowMaker(splits.val_x, splits.val_y), min(EVAL_ROWS, 4 * len(splits.val_x)), cfg.seed + 1)
+    val = validation_rows(splits, cfg.seed)
     photo = PhotoRows(cfg.photo_rows, device) if cfg.photo_rows else None
 
     model = build_model(cfg.arch, **cfg.arch_config)
@@ -241,6 +241,11 @@ def evaluate(cfg, model, val: list[RowBatch], device, state: ReaderState) -> Non
     if accuracy > state.best_val:
         state.best_val, state.best_step = accuracy, state.step
         state.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def validation_rows(splits, seed: int) -> list[RowBatch]:
+    """The rows a run selects its best step on (held-out training digits), the same for a given seed."""
+    return fixed_rows(RowMaker(splits.val_x, splits.val_y), min(EVAL_ROWS, 4 * len(splits.val_x)), seed + 1)
 
 
 def test_rows(splits, seed: int) -> dict[str, list[RowBatch]]:

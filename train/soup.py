@@ -21,8 +21,7 @@ from . import checkpoint
 from .config import TrainConfig
 from .data import DataError, load_splits
 from .idx import DATA_ENV, resolve_data_dir
-from .reader import EVAL_ROWS, exact, fixed_rows, test_rows
-from .rows import RowMaker
+from .reader import exact, test_rows, validation_rows
 
 
 def average(ckpts: list[dict]) -> dict[str, torch.Tensor]:
@@ -48,8 +47,7 @@ def make_soup(paths: list[str], data_dir: str | None = None) -> dict:
     cfg.data_dir = data_dir or cfg.data_dir
     device = torch.device("cpu")
     splits = load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, False), cfg.dataset, cfg.val_size, cfg.seed)
-    val = fixed_rows(RowMaker(splits.val_x, splits.val_y), min(EVAL_ROWS, 4 * len(splits.val_x)), cfg.seed + 1)
-    metrics = {"val_accuracy": exact(model, val, cfg, device),
+    metrics = {"val_accuracy": exact(model, validation_rows(splits, cfg.seed), cfg, device),
                **{name: exact(model, rows, cfg, device) for name, rows in test_rows(splits, 12345).items()},
                "iterations": sum(c["metrics"]["iterations"] for c in ckpts),
                "epochs": round(sum(c["metrics"].get("epochs", 0) for c in ckpts), 3),
