@@ -39,6 +39,34 @@ def test_clean_rows_have_no_effects_and_a_fixed_count(maker):
     assert all(float((img == 0).float().mean()) > 0.5 for img in batch.images)
 
 
+def _widest_inner_gap(image: torch.Tensor) -> int:
+    """Longest run of inkless columns between a row's first and last ink."""
+    cols = (image[0] > 0.3).any(0).tolist()
+    inked = [i for i, c in enumerate(cols) if c]
+    run = best = 0
+    for c in cols[inked[0]:inked[-1] + 1]:
+        run = 0 if c else run + 1
+        best = max(best, run)
+    return best
+
+
+def test_spaced_rows_leave_wide_gaps(maker, monkeypatch):
+    """Digits written far apart (as in MNIST's own cells) are in the training rows: with every row
+    spaced, nearly every pair of digits leaves a third of the ink height or more between them; with
+    none, few do."""
+    import train.rows as rows
+
+    def share_wide(spaced: float) -> float:
+        monkeypatch.setattr(rows, "SPACED", spaced)
+        monkeypatch.setattr(rows, "HURRIED", 0.0)
+        batch = maker.batch(200, torch.Generator().manual_seed(4), effects=False, count=2)
+        heights = [int((img[0] > 0.3).any(1).sum()) for img in batch.images]
+        return float(np.mean([_widest_inner_gap(img) >= 0.35 * h for img, h in zip(batch.images, heights)]))
+
+    spaced, unspaced = share_wide(1.0), share_wide(0.0)
+    assert spaced > 0.9 and unspaced < spaced - 0.3
+
+
 def test_placed_digits_are_the_labelled_ones(maker):
     """One digit, no effects, drawn large: the digit in the row is the source digit (same ink
     profile after the affine map), so the labels line up with what is drawn."""
