@@ -244,6 +244,10 @@ def reader_pipeline(checkpoint: Path, out_dir: Path, data_dir, command: str, shi
 
 
 def reader_settings(t: dict) -> str:
+    """A reader's training settings in a line; a soup's (train.soup) are its ingredients', soups within it too."""
+    if t.get("soup_of"):
+        return "the mean of the weights of " + "; ".join(f"`{i['checkpoint']}` ({reader_settings(i)})"
+                                                         for i in t["soup_of"])
     return ", ".join(f"{k} {t[k]}" for k in ("recipe", "epochs", "batch_size", "lr", "weight_decay", "photo_rows",
                                              "photo_share", "init", "seed") if t.get(k) is not None)
 
@@ -257,10 +261,9 @@ def reader_card(r: dict) -> str:
     photo_rows = (" and on rows the runtime cut out of synthetic photos (" + ", ".join(t["photo_rows"]) + ")"
                   if t.get("photo_rows") else "")
     settings = reader_settings(t)
-    if t.get("soup_of"):  # train.soup: the mean of several readers' weights
+    if t.get("soup_of"):
         photo_rows = photo_rows or " and on rows the runtime cut out of synthetic photos"
-        settings = "the mean of the weights of " + "; ".join(f"`{i['checkpoint']}` ({reader_settings(i)})"
-                                                              for i in t["soup_of"]) + " (`python -m train.soup`)"
+        settings += " (`python -m train.soup`)"
     stride = r["arch_config"].get("stride", 4)
     return f"""# Model card: edge-digits row reader
 

@@ -179,6 +179,13 @@ def test_soup_is_the_mean_of_its_readers_and_is_measured(tmp_path, mnist_dir, mo
     assert m["iterations"] == 20 and m["train_seconds"] == 3.0
     assert all(0.0 <= m[k] <= 1.0 for k in ("val_accuracy", "test_row_accuracy", "clean_5_digit_row_accuracy"))
     assert [i["checkpoint"] for i in mixed["train_config"]["soup_of"]] == [str(a), str(b)]
+    # A soup of a soup (the shipped reader is one): the card's settings name every ingredient, nested.
+    from export.reader import reader_settings
+
+    again = tmp_path / "again.pt"
+    assert soup.main([str(out), str(a), "--out", str(again), "--data-dir", str(mnist_dir)]) == 0
+    settings = reader_settings(load(again)["train_config"])
+    assert settings.count("the mean of the weights of") == 2 and settings.count(str(a)) == 2 and str(b) in settings
 
 
 def test_soup_refuses_readers_of_other_shapes(tmp_path, mnist_dir, capsys):
