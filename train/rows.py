@@ -6,8 +6,8 @@ the batch in one call, then set in its row with one ``scatter_reduce``.
 Spacing is measured between strokes, pixel row by pixel row, as a writer
 sees it: a clear gap, strokes that just touch, strokes that reach into
 the previous digit by up to a quarter of the digits' width, and whole rows
-written hurriedly (every pair overlapping) or spaced out (every gap wide). Then what the
-runtime's ink map of a photo looks like: strokes thinned or thickened, blur,
+written hurriedly (every pair overlapping) or spaced out (every gap wide).
+Then what the runtime's ink map of a photo looks like: strokes thinned or thickened, blur,
 noise, faint contrast, blocky compression, low resolution, the leftovers of a ruled line and
 of the row above or below, specks; and some rows with no digit at all
 (a wavy scribble, a line, noise), whose target is empty.
