@@ -243,7 +243,7 @@ def run_pipeline(args: argparse.Namespace, command: str) -> dict:
     if load(checkpoint)["arch"] == "reader":
         print(f"== row reader: export, quantize, parity on test rows -> {out_dir}", flush=True)
         text = reader_pipeline(checkpoint, out_dir, run.data_dir, command, SHIP_DIR if args.ship else None,
-                               READER_CHECKPOINT if args.ship else None)
+                               READER_CHECKPOINT if args.ship else None, args.method)
         print("\n" + text)
         return {"reader": True}
 

@@ -209,7 +209,7 @@ MAX_INT8_BYTES = 500 * 1024  # an edge budget for the reader's INT8 file
 
 
 def reader_pipeline(checkpoint: Path, out_dir: Path, data_dir, command: str, ship_dir: Path | None,
-                    checkpoint_copy: Path | None) -> str:
+                    checkpoint_copy: Path | None, method: str = "minmax") -> str:
     """Export, quantize, report (parity.md / parity.json in ``out_dir``) and, with ``ship_dir``, ship
     the reader files that passed their checks, its card and (to ``checkpoint_copy``) its checkpoint.
     An INT8 file that fails its gate is reported and not shipped; the runtime then reads with FP32."""
@@ -218,10 +218,11 @@ def reader_pipeline(checkpoint: Path, out_dir: Path, data_dir, command: str, shi
     fp32, fp32_size, p32 = export_reader(checkpoint, out_dir / SHIPPED_READER["fp32"], data_dir)
     ckpt = load(checkpoint)
     report = {"command": command, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
+              "method": method,
               "arch_config": ckpt["arch_config"], "metrics": ckpt["metrics"], "train_config": ckpt["train_config"],
               "fp32": {"file": str(fp32), "size_bytes": fp32_size, "sha256": sha256(fp32), **p32.__dict__}}
     try:
-        int8, int8_size, seconds, p8 = quantize_reader(fp32, out_dir / SHIPPED_READER["int8"], data_dir)
+        int8, int8_size, seconds, p8 = quantize_reader(fp32, out_dir / SHIPPED_READER["int8"], data_dir, method)
         report["int8"] = {"file": str(int8), "size_bytes": int8_size, "sha256": sha256(int8),
                           "seconds": round(seconds, 1), **p8.__dict__}
         if int8_size > MAX_INT8_BYTES:
@@ -291,9 +292,9 @@ Checkpoint SHA-256 `{r['checkpoint_sha256']}`.
 - Command: `{r['command']}`
 - Training settings: {settings}
 - FP32: `torch.onnx.export` with dynamic batch and width, BatchNorm folded, opset 18, `onnx.checker` full check.
-- INT8: ONNX Runtime static quantization (QDQ, uint8 activations, int8 per-channel weights), calibrated on
-  {CALIBRATION_ROWS} synthetic rows of MNIST *training* digits; the first and the last {FLOAT_TAIL} convolutions stay \
-float.
+- INT8: ONNX Runtime static quantization (QDQ, uint8 activations, int8 per-channel weights), calibrated
+  ({r['method']}) on {CALIBRATION_ROWS} synthetic rows of MNIST *training* digits; the first and the last \
+{FLOAT_TAIL} convolutions stay float.
 
 ## Limits
 

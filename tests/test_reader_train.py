@@ -129,6 +129,12 @@ def test_reader_trains_exports_and_quantizes(tmp_path, mnist_dir, monkeypatch, c
     else:
         err = capsys.readouterr().err.strip().splitlines()
         assert code == 1 and len(err) == 1 and "not written" in err[0] and not int8.exists()
+    # The whole chain on the checkpoint: the calibration method asked for is the one used.
+    from export.pipeline import main as pipeline_main
+
+    assert pipeline_main(["--checkpoint", str(out / "best.pt"), "--method", "percentile", "--out",
+                          str(tmp_path / "chain"), "--data-dir", str(mnist_dir)]) == 0
+    assert "calibrated\n  (percentile) on" in (tmp_path / "chain" / "parity.md").read_text()
 
 
 @pytest.mark.parametrize("stride", [4, 2])
