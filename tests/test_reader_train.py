@@ -185,7 +185,7 @@ def test_soup_is_the_mean_of_its_readers_and_is_measured(tmp_path, mnist_dir, mo
     assert m["iterations"] == 20 and m["train_seconds"] == 3.0
     assert all(0.0 <= m[k] <= 1.0 for k in ("val_accuracy", "test_row_accuracy", "clean_5_digit_row_accuracy"))
     assert [i["checkpoint"] for i in mixed["train_config"]["soup_of"]] == [str(a), str(b)]
-    # A soup of a soup (the shipped reader is one): the card's settings name every ingredient, nested.
+    # A soup may hold a soup (docs/EXPERIMENTS.md: soupKL): the card's settings name every ingredient, nested.
     from export.reader import reader_settings
 
     again = tmp_path / "again.pt"
