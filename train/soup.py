@@ -48,7 +48,7 @@ def make_soup(paths: list[str], data_dir: str | None = None) -> dict:
     device = torch.device("cpu")
     splits = load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, False), cfg.dataset, cfg.val_size, cfg.seed)
     metrics = {"val_accuracy": exact(model, validation_rows(splits, cfg.seed), cfg, device),
-               **{name: exact(model, rows, cfg, device) for name, rows in test_rows(splits, 12345).items()},
+               **{name: exact(model, rows, cfg, device) for name, rows in test_rows(splits).items()},
                "iterations": sum(c["metrics"]["iterations"] for c in ckpts),
                "epochs": round(sum(c["metrics"].get("epochs", 0) for c in ckpts), 3),
                "train_seconds": round(sum(c["metrics"]["train_seconds"] for c in ckpts), 2),
