@@ -42,8 +42,11 @@ def make_soup(paths: list[str], data_dir: str | None = None) -> dict:
         raise checkpoint.CheckpointError(f"{paths[0]}: a {first['arch']!r} checkpoint; soups are made of readers")
     soup = dict(first, state_dict=average(ckpts))
     model = checkpoint.load_model(soup)
+    settings = first["train_config"]
+    while settings.get("soup_of"):  # a soup of soups: the settings of its first trained reader
+        settings = settings["soup_of"][0]
     known = {f.name for f in fields(TrainConfig)}
-    cfg = TrainConfig(**{k: v for k, v in first["train_config"].items() if k in known})
+    cfg = TrainConfig(**{k: v for k, v in settings.items() if k in known})
     cfg.data_dir = data_dir or cfg.data_dir
     device = torch.device("cpu")
     splits = load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, False), cfg.dataset, cfg.val_size, cfg.seed)
