@@ -67,6 +67,27 @@ def test_spaced_rows_leave_wide_gaps(maker, monkeypatch):
     assert spaced > 0.9 and unspaced < spaced - 0.3
 
 
+def test_bent_digits_keep_their_ink_and_the_measured_rows(maker):
+    """Bending (training rows only) moves strokes by at most BEND_PIXELS and keeps each digit's ink;
+    with no bending the rows are drawn exactly as before, so measured rows stay put."""
+    import train.rows as rows
+
+    def batch(bend: float):
+        made = RowMaker(maker.digits[:, 0].mul(255).round().to(torch.uint8), maker.labels, bend=bend)
+        return made.batch(64, torch.Generator().manual_seed(5), effects=False, count=1)
+
+    plain, bent = batch(0.0), batch(1.0)
+    assert torch.equal(plain.images, maker.batch(64, torch.Generator().manual_seed(5), effects=False, count=1).images)
+    assert torch.equal(bent.targets, plain.targets)
+    ink_ratio = bent.images.flatten(1).sum(1) / plain.images.flatten(1).sum(1)
+    assert 0.7 < float(ink_ratio.min()) and float(ink_ratio.max()) < 1.4  # not torn or smeared
+
+    fields = rows._bend_fields(500, 1.0, torch.Generator().manual_seed(6)).abs().mul(14)  # source pixels
+    largest = fields.flatten(1).amax(1)
+    assert float(largest.max()) <= rows.BEND_PIXELS and float(largest.median()) > 0.3 * rows.BEND_PIXELS
+    assert not rows._bend_fields(500, 0.0, torch.Generator().manual_seed(6)).any()
+
+
 def test_placed_digits_are_the_labelled_ones(maker):
     """One digit, no effects, drawn large: the digit in the row is the source digit (same ink
     profile after the affine map), so the labels line up with what is drawn."""

@@ -157,7 +157,7 @@ def train_reader(cfg: TrainConfig, resume: bool = False, given: dict | None = No
                          cfg.seed).to(device)
     if cfg.train_subset:
         splits.train_x, splits.train_y = splits.train_x[:cfg.train_subset], splits.train_y[:cfg.train_subset]
-    maker = RowMaker(splits.train_x, splits.train_y)
+    maker = RowMaker(splits.train_x, splits.train_y, bend=cfg.bend)
     val = validation_rows(splits, cfg.seed)
     photo = PhotoRows(cfg.photo_rows, device) if cfg.photo_rows else None
 

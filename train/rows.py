@@ -44,6 +44,10 @@ HURRIED_OVERLAP = (0.05, 0.3)
 # the gaps between MNIST's own 28-px cells exceed GAP's 0.6, and a reader that never saw such gaps drops digits there.
 SPACED = 0.2  # share of rows
 SPACED_GAP = (0.45, 1.3)
+# Other writers: a digit's strokes bent by a smooth random displacement field (elastic distortion, Simard et al.
+# 2003), which affine maps cannot draw: loops opened or closed, strokes bowed, tops and tails longer or shorter.
+BEND_PIXELS = 2.5  # largest displacement along each axis, source pixels
+BEND_GRID = (4, 8)  # the field's control points over a digit's canvas (ROW_HEIGHT x DIGIT_SPAN)
 
 
 @dataclass
@@ -68,8 +72,9 @@ class RowMaker:
     generator's state, whatever the device.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor):
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, bend: float = 0.0):
         self.device = images.device
+        self.bend = bend  # share of digits bent (training rows only: measured rows stay as they were)
         self.digits = images.float().div(255).unsqueeze(1)  # [N, 1, 28, 28]
         self.labels = labels.long()
         ink = self.digits[:, 0] > 0.2
@@ -125,6 +130,8 @@ class RowMaker:
         theta = _inverse_maps(scale, stretch, slant, turn, centre, torch.stack([cx, cy], 1), DIGIT_SPAN, ROW_HEIGHT)
         if n:
             grid = F.affine_grid(theta.to(self.device), [n, 1, ROW_HEIGHT, DIGIT_SPAN], align_corners=False)
+            if self.bend:
+                grid = grid + _bend_fields(n, self.bend, gen).to(self.device)
             placed = F.grid_sample(self.digits[picks.to(self.device)], grid, align_corners=False)[:, 0]
         else:
             placed = torch.zeros(0, ROW_HEIGHT, DIGIT_SPAN, device=self.device)
@@ -172,6 +179,14 @@ class RowMaker:
             index = (row_of.view(-1, 1, 1) * ROW_HEIGHT + y) * padded + x
             canvas.scatter_reduce_(0, index.reshape(-1).to(self.device), placed.reshape(-1), "amax")
         return canvas.view(rows, 1, ROW_HEIGHT, padded)[..., DIGIT_SPAN:DIGIT_SPAN + span].contiguous(), widths
+
+
+def _bend_fields(n: int, share: float, gen: torch.Generator) -> torch.Tensor:
+    """Smooth random displacements [n, ROW_HEIGHT, DIGIT_SPAN, 2] in affine_grid's normalised source units."""
+    pixels = BEND_PIXELS * torch.rand(n, generator=gen) * (torch.rand(n, generator=gen) < share)
+    coarse = (torch.rand(n, 2, *BEND_GRID, generator=gen) * 2 - 1) * pixels.view(-1, 1, 1, 1)
+    fine = F.interpolate(coarse, size=(ROW_HEIGHT, DIGIT_SPAN), mode="bilinear", align_corners=True)
+    return fine.permute(0, 2, 3, 1) / 14  # 14 source pixels to a normalised unit
 
 
 def _inverse_maps(scale, stretch, slant, turn, src_centre, dst_centre, width: int, height: int) -> torch.Tensor:
