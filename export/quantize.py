@@ -309,7 +309,8 @@ def main(argv=None) -> int:
 
     if is_reader_model(args.model):
         try:
-            path, size, seconds, p = quantize_reader(args.model, out, args.data_dir, args.method)
+            path, size, seconds, p = quantize_reader(args.model, out, args.data_dir, args.method,
+                                                     None if args.preset == "auto" else args.preset)
         except (DataError, ExportError) as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

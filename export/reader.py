@@ -163,9 +163,9 @@ def export_reader(checkpoint: str | os.PathLike, out: str | os.PathLike, data_di
 
 
 def quantize_reader(fp32_path: str | os.PathLike, out: str | os.PathLike, data_dir=None,
-                    method: str = "minmax") -> tuple[Path, int, float, ReaderParity]:
+                    method: str = "minmax", preset: str | None = None) -> tuple[Path, int, float, ReaderParity]:
     """Static INT8 of a reader, calibrated on rows of training digits; written only if it reads the test rows
-    nearly as the FP32 model does."""
+    nearly as the FP32 model does. ``preset``: export.quantize.PRESETS' name (default: this CPU's)."""
     from .quantize import quantize_int8  # the classifier's one quantizer call, with the reader's calibration
 
     fp32_path, out = Path(fp32_path), Path(out)
@@ -175,7 +175,7 @@ def quantize_reader(fp32_path: str | os.PathLike, out: str | os.PathLike, data_d
     rows = make_rows(data_dir, "test", TEST_ROWS, TEST_SEED)
     reference = session_logits(open_session(fp32_path), rows)
     start = time.perf_counter()
-    model = quantize_int8(fp32_path, calibration.batches[0], method, float_tail=FLOAT_TAIL)
+    model = quantize_int8(fp32_path, calibration.batches[0], method, float_tail=FLOAT_TAIL, preset=preset)
     seconds = time.perf_counter() - start
     measured = compare(reference, session_logits(open_session(model), rows), rows)
     set_metadata(model, {**props, "precision": "int8", "test_accuracy": format_accuracy(measured.accuracy)})
@@ -215,14 +215,18 @@ def reader_pipeline(checkpoint: Path, out_dir: Path, data_dir, command: str, shi
     An INT8 file that fails its gate is reported and not shipped; the runtime then reads with FP32."""
     from train.files import copy_file, write_text
 
+    from .quantize import PORTABLE_PRESET  # export.quantize imports this module
+
     fp32, fp32_size, p32 = export_reader(checkpoint, out_dir / SHIPPED_READER["fp32"], data_dir)
     ckpt = load(checkpoint)
     report = {"command": command, "checkpoint": str(checkpoint), "checkpoint_sha256": sha256(checkpoint),
-              "method": method,
+              "method": method, "preset": PORTABLE_PRESET,
               "arch_config": ckpt["arch_config"], "metrics": ckpt["metrics"], "train_config": ckpt["train_config"],
               "fp32": {"file": str(fp32), "size_bytes": fp32_size, "sha256": sha256(fp32), **p32.__dict__}}
     try:
-        int8, int8_size, seconds, p8 = quantize_reader(fp32, out_dir / SHIPPED_READER["int8"], data_dir, method)
+        # The shipped INT8 file runs on every CPU kind: the portable preset, not this machine's.
+        int8, int8_size, seconds, p8 = quantize_reader(fp32, out_dir / SHIPPED_READER["int8"], data_dir, method,
+                                                       PORTABLE_PRESET)
         report["int8"] = {"file": str(int8), "size_bytes": int8_size, "sha256": sha256(int8),
                           "seconds": round(seconds, 1), **p8.__dict__}
         if int8_size > MAX_INT8_BYTES:
@@ -292,7 +296,8 @@ Checkpoint SHA-256 `{r['checkpoint_sha256']}`.
 - Command: `{r['command']}`
 - Training settings: {settings}
 - FP32: `torch.onnx.export` with dynamic batch and width, BatchNorm folded, opset 18, `onnx.checker` full check.
-- INT8: ONNX Runtime static quantization (QDQ, uint8 activations, int8 per-channel weights), calibrated
+- INT8: ONNX Runtime static quantization, preset {r.get('preset', 'of the machine')} (QDQ, uint8 activations, \
+int8 per-channel weights), calibrated
   ({r['method']}) on {CALIBRATION_ROWS} synthetic rows of MNIST *training* digits; the first and the last \
 {FLOAT_TAIL} convolutions stay float.
 
