@@ -57,8 +57,6 @@ def parser() -> argparse.ArgumentParser:
                    help="reader: files of rows cut out of photos by the runtime (python -m train.photo_rows); "
                         "their share of a batch is --photo-share")
     p.add_argument("--bend", type=float, help="reader: share of training digits bent by a smooth random field")
-    p.add_argument("--qat", action="store_true", default=None,
-                   help="reader: quantization-aware fine-tuning (with --init): INT8 rounding simulated")
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same architecture)")
     p.add_argument("--teacher", metavar="ONNX",
                    help="distil this classifier ONNX file (e.g. runtime/models/digits-accurate-fp32.onnx): its "

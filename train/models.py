@@ -99,11 +99,7 @@ class RowReader(nn.Module):
         self.head = nn.Conv2d(c4, self.sub_steps * (num_classes + 1), 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.readout(self.head(self.features(x)))
-
-    def readout(self, y: torch.Tensor) -> torch.Tensor:
-        """The head's [N, sub_steps * C, 1, T] to logits [N, T * sub_steps, C]."""
-        y = y.squeeze(2)
+        y = self.head(self.features(x)).squeeze(2)  # [N, sub_steps * C, T]
         n, _, t = y.shape
         # Channel group j of step t is output step sub_steps * t + j.
         return y.view(n, self.sub_steps, -1, t).permute(0, 3, 1, 2).reshape(n, t * self.sub_steps, -1)

@@ -25,7 +25,6 @@ from .data import DataError, load_splits
 from .files import atomic_output, clean_stale_temps
 from .idx import resolve_data_dir
 from .models import RowReader, build_model, count_parameters
-from .qat import CALIBRATION_ROWS, QuantAware
 from .rows import ROW_HEIGHT, RowBatch, RowMaker
 from .trainer import OUTPUTS, Interrupted, autocast, make_optimizer, pick_device, resumed_config, stop_requests
 
@@ -181,14 +180,8 @@ def train_reader(cfg: TrainConfig, resume: bool = False, given: dict | None = No
     print(f"reader recipe: {count_parameters(model):,} parameters on {device}, {len(splits.train_x):,} training "
           f"digits, {total} steps of {cfg.batch_size} rows" + (f" ({cfg.photo_share:.0%} photo rows)" if photo else ""))
 
-    # Quantization-aware steps go through a wrapper whose parameters are the model's; evaluation and the
-    # checkpoint use the float model.
-    trained = model
-    if cfg.qat:
-        rows = maker.batch(CALIBRATION_ROWS, torch.Generator().manual_seed(cfg.seed + 2))
-        trained = QuantAware(model, normalise(rows.images, cfg))
     with stop_requests() as stop:
-        run_steps(cfg, trained, opt, sched, gen, maker, photo, val, device, state, total, stop, measured=model)
+        run_steps(cfg, model, opt, sched, gen, maker, photo, val, device, state, total, stop)
         if stop["signal"]:
             checkpoint.save({"config": asdict(cfg), "model": model.state_dict(), "optimizer": opt.state_dict(),
                              "scheduler": sched.state_dict(), "generator": gen.get_state(),
@@ -209,8 +202,7 @@ def init_from(model: torch.nn.Module, path: str) -> None:
     print(f"init from {path}: {len(taken)} of {len(ours)} tensors" + (f" (new: {', '.join(left)})" if left else ""))
 
 
-def run_steps(cfg, model, opt, sched, gen, maker, photo, val, device, state: ReaderState, total: int, stop,
-              measured=None) -> None:
+def run_steps(cfg, model, opt, sched, gen, maker, photo, val, device, state: ReaderState, total: int, stop) -> None:
     n_photo = round(cfg.photo_share * cfg.batch_size) if photo else 0
     bar = tqdm(total=total, initial=state.step, unit="it", dynamic_ncols=True, leave=False, disable=None)
     tick = time.perf_counter()
@@ -236,7 +228,7 @@ def run_steps(cfg, model, opt, sched, gen, maker, photo, val, device, state: Rea
             bar.update(1)
             if state.step % cfg.eval_interval == 0 or state.step == total:
                 state.train_seconds += time.perf_counter() - tick
-                evaluate(cfg, measured or model, val, device, state)
+                evaluate(cfg, model, val, device, state)
                 tick = time.perf_counter()
     finally:
         bar.close()
