@@ -7,6 +7,7 @@ Spacing is measured between strokes, pixel row by pixel row, as a writer
 sees it: a clear gap, strokes that just touch, strokes that reach into
 the previous digit by up to a quarter of the digits' width, and whole rows
 written hurriedly (every pair overlapping) or spaced out (every gap wide).
+Training rows may also bend a share of their digits' strokes (``bend``: elastic distortion).
 Then what the runtime's ink map of a photo looks like: strokes thinned or thickened, blur,
 noise, faint contrast, blocky compression, low resolution, the leftovers of a ruled line and
 of the row above or below, specks; and some rows with no digit at all
