@@ -14,6 +14,7 @@ from runtime import (
     NumberReader,
     RuntimeInputError,
 )
+from runtime.reader import ctc_log_likelihood
 from runtime.rows import find_row_images
 from train.idx import load_split
 
@@ -98,6 +99,37 @@ def test_batched_rows_read_as_alone(reader, mnist):
     together = [r.numbers for r in reader.read_rows(rows)]
     assert together == alone
     assert len(alone[2][0]) >= 28  # a 30-digit row is read, not refused
+
+
+@pytest.mark.parametrize("labels", [(), (3,), (1, 1), (4, 2, 4, 4, 0), (7, 7, 7)])
+def test_ctc_log_likelihood_is_torchs(labels):
+    """The runtime's numpy forward algorithm against torch's CTC loss (its negative log-likelihood)."""
+    torch = pytest.importorskip("torch")
+    log_probs = torch.log_softmax(torch.randn(13, 1, 11, generator=torch.Generator().manual_seed(len(labels))), 2)
+    loss = torch.nn.functional.ctc_loss(log_probs, torch.tensor([labels], dtype=torch.long).reshape(1, -1),
+                                        [13], [len(labels)], blank=10, reduction="sum")
+    assert ctc_log_likelihood(log_probs[:, 0].numpy(), labels, 10) == pytest.approx(-loss.item(), rel=1e-4)
+
+
+def test_phases_that_disagree_answer_the_string_likeliest_in_both(reader, mnist):
+    """Two phases of one row: the first reads "12" but is nearly as sure of "1 2 2"'s third digit; the second
+    reads "122" surely. The string both find likelier is answered, with the second phase's boxes."""
+    images, _ = mnist
+    row = reader.rows(paper_row(images, [2, 1, 1], canvas=(200, 500)))[0]
+    steps = row.pixels.shape[1] // 2
+    blank, one, two = 10, 1, 2
+    first, second = np.full((steps, 11), 1e-4), np.full((steps, 11), 1e-4)
+    first[:, blank] = second[:, blank] = 1.0
+    for probs, peaks in ((first, {5: one, 15: two}), (second, {5: one, 15: two, 25: two})):
+        for step, cls in peaks.items():
+            probs[step] = 1e-4
+            probs[step, cls] = 1.0
+    first[25, blank], first[25, two] = 0.55, 0.45  # the first phase's blank wins narrowly
+    first, second = (p / p.sum(axis=1, keepdims=True) for p in (first, second))
+    assert [d.index for d in reader.decode(first, row)] == [one, two]
+    reading = reader.best_phase([first, second], row)
+    assert [d.index for d in reading] == [one, two, two]
+    assert reading[2].box == reader.decode(second, row, shift=1)[2].box
 
 
 @pytest.mark.parametrize("kind", ["blank", "ruled line", "scribble"])
