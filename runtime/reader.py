@@ -116,39 +116,44 @@ class NumberReader:
     def best_phase(self, probs: list[np.ndarray], row: RowImage) -> list[Prediction]:
         """The digits of the phase (``probs[shift]``: the row shifted right by ``shift`` columns) whose
         string all phases together find likeliest."""
-        readings = [self.decode(p, row, shift) for shift, p in enumerate(probs)]
-        strings = list(dict.fromkeys(tuple(d.index for d in r) for r in readings))
-        if len(strings) == 1:
-            return readings[0]
-        logs = [np.log(np.maximum(p, 1e-30)) for p in probs]
-        best = max(strings, key=lambda s: sum(ctc_log_likelihood(lp, s, self.info.blank) for lp in logs))
-        return next(r for r in readings if tuple(d.index for d in r) == best)
+        peaks = [self.peaks(p) for p in probs]
+        strings = list(dict.fromkeys(tuple(cls for cls, _ in found) for found in peaks))
+        best = strings[0]
+        if len(strings) > 1:
+            logs = [np.log(np.maximum(p, 1e-30)) for p in probs]
+            best = max(strings, key=lambda s: sum(ctc_log_likelihood(lp, s, self.info.blank) for lp in logs))
+        shift = next(k for k, found in enumerate(peaks) if tuple(cls for cls, _ in found) == best)
+        return self.digits(probs[shift], peaks[shift], row, shift)
 
     def decode(self, probs: np.ndarray, row: RowImage, shift: int = 0) -> list[Prediction]:
         """Greedy CTC decoding with a confidence and a box per digit (``shift``: columns of
-        padding the row was read with at its left).
+        padding the row was read with at its left)."""
+        return self.digits(probs, self.peaks(probs), row, shift)
 
-        A digit wins only a step or two (CTC's peaks), so its box is the ink
-        between the midpoints to its neighbours' peaks."""
+    def peaks(self, probs: np.ndarray) -> list[tuple[int, int]]:
+        """Greedy CTC decoding: (class, step of its highest probability) per digit read."""
         best = probs.argmax(axis=1)
-        blank = self.info.blank
-        peaks = []  # (class, step of the highest probability) per digit
+        found = []
         start = 0
         for t in range(1, len(best) + 1):
             if t < len(best) and best[t] == best[start]:
                 continue
             cls = int(best[start])
-            if cls != blank:
+            if cls != self.info.blank:
                 peak = start + int(probs[start:t, cls].argmax())
                 if probs[peak, cls] >= self.min_confidence:
-                    peaks.append((cls, peak))
+                    found.append((cls, peak))
             start = t
+        return found
+
+    def digits(self, probs: np.ndarray, peaks: list[tuple[int, int]], row: RowImage, shift: int) -> list[Prediction]:
+        """A confidence and a box per digit. A digit wins only a step or two (CTC's peaks), so its box is the
+        ink between the midpoints to its neighbours' peaks."""
         centres = [(p + 0.5) * self.info.stride - shift for _, p in peaks]
         edges = [0.0, *((a + b) / 2 for a, b in zip(centres, centres[1:])), float(row.pixels.shape[1])]
-        return [Prediction(self.info.classes[cls], cls, float(probs[peak, cls]), probs[peak, :blank].copy(),
+        return [Prediction(self.info.classes[cls], cls, float(probs[peak, cls]), probs[peak, :self.info.blank].copy(),
                            row.box(edges[k], edges[k + 1]))
                 for k, (cls, peak) in enumerate(peaks)]
-
 
 def ctc_log_likelihood(log_probs: np.ndarray, labels: tuple[int, ...], blank: int) -> float:
     """log p(labels | frames) under CTC: the forward algorithm over ``log_probs`` [steps, classes]."""
