@@ -318,7 +318,8 @@ def markdown(results: dict) -> str:
     n, c, e = results["numbers"], results["clean_rows"], results["number_end_to_end_ms"]
     lines = [
         f"Models: `{results['model']['path']}` ({results['model']['precision']}), reader "
-        f"`{results['model']['reader']}` ({results['model']['reader_precision']}); {results['threads']} threads; "
+        f"`{results['model']['reader']}` ({results['model']['reader_precision']}, "
+        f"{results['model']['reader_phases']} phases); {results['threads']} threads; "
         f"{results['machine']}",
         "",
         "| measure | value | floor |",
@@ -404,7 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         results = {
             "model": {"path": str(clf.info.path), "precision": clf.info.precision,
                       "test_accuracy": clf.info.metadata.get("test_accuracy", "?"), "providers": clf.providers,
-                      "reader": str(clf.reader.info.path), "reader_precision": clf.reader.info.precision},
+                      "reader": str(clf.reader.info.path), "reader_precision": clf.reader.info.precision,
+                      "reader_phases": clf.reader.phases},
             "threads": threads,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
                        f"{cpu_info()[0]}, CPU flags: {' '.join(cpu_info()[1]) or 'none of interest'}",
