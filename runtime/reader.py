@@ -117,18 +117,14 @@ class NumberReader:
         """The digits of the phase (``probs[shift]``: the row shifted right by ``shift`` columns) whose
         string all phases together find likeliest."""
         peaks = [self.peaks(p) for p in probs]
-        strings = list(dict.fromkeys(tuple(cls for cls, _ in found) for found in peaks))
-        best = strings[0]
-        if len(strings) > 1:
+        strings = [tuple(cls for cls, _ in found) for found in peaks]
+        candidates = list(dict.fromkeys(strings))  # ties go to the earlier phase
+        best = candidates[0]
+        if len(candidates) > 1:
             logs = [np.log(np.maximum(p, 1e-30)) for p in probs]
-            best = max(strings, key=lambda s: sum(ctc_log_likelihood(lp, s, self.info.blank) for lp in logs))
-        shift = next(k for k, found in enumerate(peaks) if tuple(cls for cls, _ in found) == best)
+            best = max(candidates, key=lambda s: sum(ctc_log_likelihood(lp, s, self.info.blank) for lp in logs))
+        shift = strings.index(best)
         return self.digits(probs[shift], peaks[shift], row, shift)
-
-    def decode(self, probs: np.ndarray, row: RowImage, shift: int = 0) -> list[Prediction]:
-        """Greedy CTC decoding with a confidence and a box per digit (``shift``: columns of
-        padding the row was read with at its left)."""
-        return self.digits(probs, self.peaks(probs), row, shift)
 
     def peaks(self, probs: np.ndarray) -> list[tuple[int, int]]:
         """Greedy CTC decoding: (class, step of its highest probability) per digit read."""
@@ -154,6 +150,7 @@ class NumberReader:
         return [Prediction(self.info.classes[cls], cls, float(probs[peak, cls]), probs[peak, :self.info.blank].copy(),
                            row.box(edges[k], edges[k + 1]))
                 for k, (cls, peak) in enumerate(peaks)]
+
 
 def ctc_log_likelihood(log_probs: np.ndarray, labels: tuple[int, ...], blank: int) -> float:
     """log p(labels | frames) under CTC: the forward algorithm over ``log_probs`` [steps, classes]."""
