@@ -20,21 +20,3 @@ def test_digit_boxes_hold_each_digits_ink_left_to_right(mnist_dir):
         assert centres == sorted(centres)
         # together they span the row from its first to its last column
         assert min(b[0] for b in boxes) - x0 <= 2 and x0 + bw - max(b[0] + b[2] for b in boxes) <= 2
-
-
-def test_numbers_take_the_pen_they_are_given(mnist_dir):
-    import numpy as np
-
-    from train.photo_rows import rows_of
-    from train.synth_photos import fine_pen, make_number
-
-    images, labels = load_split(mnist_dir, "train")
-    pens = {"given": set(), "drawn": set()}
-    for i in range(16):
-        rng = np.random.default_rng(i)
-        pens["given"].add(make_number(rng, list(images[:3]), list(labels[:3]), 400, pen=fine_pen(rng)).meta["pen"])
-        pens["drawn"].add(make_number(rng, list(images[:3]), list(labels[:3]), 400).meta["pen"])
-    assert pens == {"given": {"pen"}, "drawn": {"orig", "pen", "marker"}}
-    # train.photo_rows --fine-pens 1: rows cut from fine-pen photos only (the default keeps synth_photos' mix).
-    rows, texts = rows_of((str(mnist_dir), 7, 0, 6, 0.0, 1.0))
-    assert rows and len(rows) == len(texts) and all(r.shape[0] == 32 for r in rows)

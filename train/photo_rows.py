@@ -26,7 +26,7 @@ from runtime.rows import find_row_images
 
 from .files import atomic_output
 from .idx import DATA_ENV, load_split, resolve_data_dir
-from .synth_photos import fine_pen, make_number
+from .synth_photos import make_number
 
 CHUNK = 100  # photos per task
 MAX_SIDE = 1200  # frames no larger: the rows come out the same, the photos much cheaper to make
@@ -47,15 +47,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=200, help="photo seed (keep it apart from the benchmark's)")
     p.add_argument("--overlapping", type=float, default=OVERLAPPING,
                    help="share of photos whose digits overlap their neighbours")
-    p.add_argument("--fine-pens", type=float,
-                   help="share of photos written with a fine pen (default: synth_photos' mix, 45%%); the reader "
-                        "reads these worst (docs/EXPERIMENTS.md)")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     args = p.parse_args(argv)
     data_dir = str(resolve_data_dir(args.data_dir))
     load_split(data_dir, "train")  # fail here, not in every worker
-    tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers), args.overlapping, args.fine_pens)
+    tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers), args.overlapping)
              for lo in range(0, args.numbers, CHUNK)]
     with Pool(max(1, args.workers)) as pool:
         parts = list(tqdm(pool.imap(rows_of, tasks), total=len(tasks), unit="task", desc="photo rows"))
@@ -77,7 +74,7 @@ _worker: dict = {}
 
 
 def rows_of(task) -> tuple[list[np.ndarray], list[str]]:
-    data_dir, seed, lo, hi, overlapping, fine_pens = task
+    data_dir, seed, lo, hi, overlapping = task
     if not _worker:
         _worker["mnist"] = load_split(data_dir, "train")
     digits, labels = _worker["mnist"]
@@ -86,9 +83,8 @@ def rows_of(task) -> tuple[list[np.ndarray], list[str]]:
         rng = np.random.default_rng([seed, 1, i])
         ks = rng.integers(len(digits), size=int(rng.integers(1, 9)))
         overlap = OVERLAP if rng.random() < overlapping else None
-        pen = None if fine_pens is None or rng.random() >= fine_pens else fine_pen(rng)
         sample = make_number(rng, [digits[k] for k in ks], [labels[k] for k in ks], MAX_SIDE, overlap=overlap,
-                             ruled=rng.random() < RULED, pen=pen)
+                             ruled=rng.random() < RULED)
         try:
             found = find_row_images(sample.image, HEIGHT)
         except RuntimeInputError:

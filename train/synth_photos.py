@@ -95,13 +95,8 @@ def random_pen(rng: np.random.Generator) -> dict:
     if u < 0.4:
         return {"mode": "orig"}
     if u < 0.85:
-        return fine_pen(rng)
+        return {"mode": "pen", "width": float(rng.uniform(0.03, 0.09))}
     return {"mode": "marker", "grow": float(rng.uniform(0.015, 0.04))}
-
-
-def fine_pen(rng: np.random.Generator) -> dict:
-    """A ballpoint or fine-liner: strokes of one width, 3-9% of the digit's height."""
-    return {"mode": "pen", "width": float(rng.uniform(0.03, 0.09))}
 
 
 def rotate(alpha: np.ndarray, angle: float, flags: int = cv2.INTER_LINEAR) -> np.ndarray:
@@ -336,7 +331,7 @@ TOUCHING = 0.15  # share of neighbouring digits that touch
 
 
 def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list[int], max_side: int = 4000,
-                overlap: tuple[float, float] | None = None, ruled: bool = False, pen: dict | None = None) -> Sample:
+                overlap: tuple[float, float] | None = None, ruled: bool = False) -> Sample:
     """3-6 digits in a row, varied spacing, some slightly touching.
 
     Spacing is measured between the inks, row by row (slanted digits'
@@ -344,9 +339,8 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
     closest strokes are g apart; a touching pair overlaps by at most 3% of
     the digit height where the strokes meet. ``overlap=(lo, hi)``: instead,
     every neighbour's strokes reach into the previous digit's by lo..hi of
-    the two digits' mean width (a hurried writer's touching digits). ``pen``: as ``random_pen`` draws
-    by default."""
-    pen = pen or random_pen(rng)
+    the two digits' mean width (a hurried writer's touching digits)."""
+    pen = random_pen(rng)
     H = 120
     parts = [trim(digit_alpha(rng, d, int(H * rng.uniform(0.9, 1.1)), pen)) for d in digits]
     if overlap is None:
