@@ -90,7 +90,6 @@ def decode(logits: list[np.ndarray], rows: RowSet) -> list[str]:
     return texts
 
 
-
 def compare(reference: list[np.ndarray], candidate: list[np.ndarray], rows: RowSet) -> ReaderParity:
     ref, cand = decode(reference, rows), decode(candidate, rows)
     diff = 0.0

@@ -55,6 +55,9 @@ PEAK_FRACTION = 0.35  # a mark keeps its pixels above this fraction of its peak 
 FAINT_FRACTION = 0.3  # marks fainter than this fraction of the strongest are not ink
 RELATIVE_FLOOR = 0.15  # background level below which the contrast is no longer divided (dark boards)
 MIN_CONTRAST = 0.06  # ink must differ from the background by at least this fraction
+# Slopes (rise per column) at which ruled lines are looked for: a sheet photographed a little askew (up to
+# about 2.9 degrees; steeper, the tallest "line" spans more rows of writing than a run can tell apart).
+LINE_SLOPES = (0.0, -0.02, 0.02, -0.04, 0.04)
 # Choosing the digit among the marks: mass (size x contrast) weighted by
 # (peak contrast / strongest peak) ** CONTRAST_POWER. Mass alone lets a
 # large faint mark (a shadow's edge, a paper strip) beat a smaller but
@@ -468,11 +471,32 @@ def _ink_mask(ink: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def without_lines(mask: np.ndarray, stroke: float) -> np.ndarray:
-    """The mask without horizontal runs longer than half its width (ruled lines, underlines, a table's
-    edge), except where a stroke crosses them: there the gap is bridged again, so a digit written
-    across a line stays whole."""
+    """The mask without long, nearly horizontal runs (ruled lines, underlines, a table's edge: over half
+    its width, tilted up to LINE_SLOPES' steepest), except where a stroke crosses them: there the gap is
+    bridged again, so a digit written across a line stays whole."""
     h, w = mask.shape
-    lines = cv2.morphologyEx(mask, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (max(15, w // 2), 1)))
+    length = max(15, w // 2)
+    run = cv2.getStructuringElement(cv2.MORPH_RECT, (length, 1))
+    lines = np.zeros_like(mask)
+    for slope in LINE_SLOPES:
+        # Shear the mask so a line of this slope lies level; a line between two sampled slopes drifts by
+        # a pixel or two along a run, so it is thickened by that first. (Stopping at the first slope that
+        # finds a line reads fewer tilted pages: a level run catches a piece of a line a little askew.)
+        shear = np.float32([[1, 0, 0], [slope, 1, -slope * w / 2]])  # output row = y - slope * (x - w/2)
+        level = mask
+        if slope:
+            level = cv2.warpAffine(mask, shear, (w, h), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP)
+            level = cv2.dilate(level, np.ones((3, 1), np.uint8))
+        # The opening is one pixel row high, so it runs on the rows that can hold a run at all: most
+        # frames have none, and the opening of the whole mask would cost most of this function.
+        rows = np.flatnonzero(cv2.reduce(level, 1, cv2.REDUCE_SUM, dtype=cv2.CV_32S).ravel() >= length)
+        if not rows.size:
+            continue
+        found = np.zeros_like(level)
+        found[rows] = cv2.morphologyEx(level[rows], cv2.MORPH_OPEN, run)
+        if slope:
+            found = cv2.warpAffine(found, shear, (w, h), flags=cv2.INTER_NEAREST)
+        lines |= found & mask
     if not lines.any():
         return mask
     lines = cv2.dilate(lines, np.ones((3, 1), np.uint8))  # and the line's blurred rims
