@@ -55,8 +55,8 @@ PEAK_FRACTION = 0.35  # a mark keeps its pixels above this fraction of its peak 
 FAINT_FRACTION = 0.3  # marks fainter than this fraction of the strongest are not ink
 RELATIVE_FLOOR = 0.15  # background level below which the contrast is no longer divided (dark boards)
 MIN_CONTRAST = 0.06  # ink must differ from the background by at least this fraction
-# Slopes (rise per column) at which ruled lines are looked for: a sheet photographed a little askew (up to
-# about 2.9 degrees; steeper, the tallest "line" spans more rows of writing than a run can tell apart).
+# Slopes (rise per column) at which ruled lines are looked for: a sheet photographed a little askew. With a
+# pixel of tolerance between two slopes, lines up to about 2.9 degrees are found (steeper ones: not measured).
 LINE_SLOPES = (0.0, -0.02, 0.02, -0.04, 0.04)
 # Choosing the digit among the marks: mass (size x contrast) weighted by
 # (peak contrast / strongest peak) ** CONTRAST_POWER. Mass alone lets a
