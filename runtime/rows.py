@@ -30,6 +30,7 @@ MAX_GAP = 1.5  # widest gap between digits of one number, in digit heights (a "1
 OVERLAP = 0.4  # neighbours in a row overlap vertically by this share of the smaller one's height
 TALL = 0.5  # marks this share of a row's tallest one set its band (shorter ones: bars, dots, specks)
 MAX_TILT = 20.0  # degrees
+LINES = (0.5, 0.0)  # runs over half the frame's width are lines (preprocess.without_lines): a number is wide
 WIDE_MARK = 1.5  # a mark this many times wider than tall holds several digits
 MAX_MARKS = 80  # the heaviest marks considered: more is texture, not writing
 MAX_ROW_WIDTH = 4096  # reader pixels: about 200 digits
@@ -72,10 +73,10 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
     passthrough = mnist_passthrough(image, 28)
     if passthrough is not None:  # an MNIST digit is a row of one
         return [level_row(passthrough, np.zeros(0, bool), passthrough > 0.3, 0.0, 1.0, height, image.shape[:2])]
-    analysis = analyse_ink(image, ruled=True, working=Working.of(image, WORK_SIDE, enlarge=ENLARGE))
+    analysis = analyse_ink(image, lines=LINES, working=Working.of(image, WORK_SIDE, enlarge=ENLARGE))
     rows = find_rows(analysis)
     if not rows and analysis.doubt is not None:
-        analysis = analyse_ink(image, analysis.doubt, ruled=True, working=analysis.working)
+        analysis = analyse_ink(image, analysis.doubt, lines=LINES, working=analysis.working)
         rows = find_rows(analysis)
     if not rows:
         raise NoDigitFound("no number found (no ink)")
