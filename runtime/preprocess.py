@@ -231,10 +231,9 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, lines: tuple[flo
     uncertain. ``lines``: lift nearly horizontal runs (ruled paper, an
     underline) out of the marks, so that digits written on them stay
     marks of their own: ``without_lines``' share and bare (share 0: none).
-    ``working``: the image at the working
-    size (``Working.of``; default: at WORK_SIDE), or an earlier analysis's
-    (``InkAnalysis.working``) to analyse it again with the other polarity
-    without redoing it."""
+    ``working``: the image at the working size (``Working.of``; default:
+    at WORK_SIDE), or an earlier analysis's (``InkAnalysis.working``) to
+    analyse it again with the other polarity without redoing it."""
     if working is None:
         working = Working.of(image)
     work = working.grey
