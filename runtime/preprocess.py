@@ -47,6 +47,11 @@ from .imageio import to_uint8
 # 1,175 right at 288 with the quick working image (Working.quick), 1,168 at 256, and 1,171 at 320
 # before it; 0.81x the pixels of 320 for every step after it.
 WORK_SIDE = 288
+# A digit under ZOOM_BELOW pixels high (or wide) in the working image is found again in the part of the image around
+# it (ZOOM_MARGIN of its size on each side) when that part shows it ZOOM times larger or more (_closer_look).
+ZOOM_BELOW = 40
+ZOOM = 1.5
+ZOOM_MARGIN = 1.5
 BG_SCALE = 4  # polarity is judged at 1/BG_SCALE of the working size
 POLARITY_KERNEL_FRAC = 0.3  # median window for the polarity decision, fraction of the short side
 WIDE_KERNEL_FRAC = 0.5  # first background window, fraction of the short side (> 2x thickest stroke)
@@ -191,19 +196,54 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     if passthrough is not None:
         h, w = image.shape[:2] if input_shape is None else input_shape
         return DigitCrop(passthrough, (0, 0, w, h))
+    analysis, crop = _find_digit(image, size, input_shape)
+    return _closer_look(image, size, input_shape, analysis.scale, crop) or crop
+
+
+def _find_digit(image: np.ndarray, size: int, input_shape: tuple[int, int] | None) -> tuple[InkAnalysis, DigitCrop]:
     analysis = analyse_ink(image, working=Working.of(image, WORK_SIDE, input_shape, quick=True))
     try:
         crop = _digit_crop(analysis, size)
     except NoDigitFound:
         if analysis.doubt is None:
             raise
-        return _digit_crop(analyse_ink(image, analysis.doubt, working=analysis.working), size)
+        analysis = analyse_ink(image, analysis.doubt, working=analysis.working)
+        return analysis, _digit_crop(analysis, size)
     if analysis.doubt is not None:
         try:
             crop.alternatives = (_digit_crop(analyse_ink(image, analysis.doubt, working=analysis.working), size),)
         except NoDigitFound:
             pass
-    return crop
+    return analysis, crop
+
+
+def _closer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | None, scale: float,
+                 crop: DigitCrop) -> DigitCrop | None:
+    """The digit found again in the part of ``image`` around it, when it is under ZOOM_BELOW working pixels
+    (``scale`` of them per input pixel) and that part shows it ZOOM times larger or more: a digit a few
+    percent of a big photo keeps its strokes' shape. None when that does not apply or finds no digit."""
+    x, y, w, h = crop.box
+    if max(w, h) * scale >= ZOOM_BELOW:
+        return None
+    k = image.shape[1] / (input_shape or image.shape[:2])[1]  # image pixels per input pixel
+    side = max(w, h) * k
+    x0, y0 = max(0, int(x * k - ZOOM_MARGIN * side)), max(0, int(y * k - ZOOM_MARGIN * side))
+    x1 = min(image.shape[1], int((x + w) * k + ZOOM_MARGIN * side) + 1)
+    y1 = min(image.shape[0], int((y + h) * k + ZOOM_MARGIN * side) + 1)
+    part = image[y0:y1, x0:x1]
+    if working_scale(*part.shape[:2]) * k < ZOOM * scale:
+        return None
+    try:
+        _, closer = _find_digit(part, size, None)
+    except NoDigitFound:
+        return None
+
+    def placed(c: DigitCrop) -> DigitCrop:  # part pixels -> input pixels
+        bx, by, bw, bh = c.box
+        box = (int((x0 + bx) / k), int((y0 + by) / k), max(1, round(bw / k)), max(1, round(bh / k)))
+        return DigitCrop(c.pixels, box, tuple(placed(a) for a in c.alternatives))
+
+    return placed(closer)
 
 
 def _digit_crop(analysis: InkAnalysis, size: int) -> DigitCrop:
@@ -266,6 +306,12 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, lines: tuple[flo
                        doubt, working)
 
 
+def working_scale(h: int, w: int, side: int = WORK_SIDE, enlarge: float = MAX_ENLARGE) -> float:
+    """Working pixels per image pixel: the long side made ``side``, a small image enlarged at most ``enlarge``
+    times, and a very elongated one keeping at least 32 pixels on its short side."""
+    return max(min(side / max(h, w), enlarge), min(32 / min(h, w), 4 * side / max(h, w)))
+
+
 def to_working(image: np.ndarray, side: int = WORK_SIDE, quick: bool = False,
                enlarge: float = MAX_ENLARGE) -> tuple[np.ndarray, float]:
     """Luminance resized so the long side is ``side`` (small images: enlarged at most ``enlarge`` times);
@@ -283,9 +329,7 @@ def to_working(image: np.ndarray, side: int = WORK_SIDE, quick: bool = False,
     whole block are left out: less than one working pixel."""
     image = _luma(image)
     h, w = image.shape[:2]
-    scale = min(side / max(h, w), enlarge)
-    # Very elongated inputs: keep at least 32 px on the short side.
-    scale = max(scale, min(32 / min(h, w), 4 * side / max(h, w)))
+    scale = working_scale(h, w, side, enlarge)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     work = image
     if not quick:

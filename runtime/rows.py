@@ -42,6 +42,10 @@ WORK_SIDE = 384
 # a small frame keep more of their strokes' shape. Numbers in frames under 200 px of photo seeds 1-4: 131 ->
 # 142 of 184 read (4x: 140).
 ENLARGE = 3.0
+# Rows whose tall marks are under the reader's ink height in the working image are analysed again in a crop
+# around them when it shows them this many times larger (rows.zoomed_rows).
+ZOOM = 1.5
+ZOOM_MARGIN = 3  # digit heights of the frame kept on each side of those rows
 
 
 @dataclass
@@ -73,17 +77,54 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
     passthrough = mnist_passthrough(image, 28)
     if passthrough is not None:  # an MNIST digit is a row of one
         return [level_row(passthrough, np.zeros(0, bool), passthrough > 0.3, 0.0, 1.0, height, image.shape[:2])]
-    analysis = analyse_ink(image, lines=LINES, working=Working.of(image, WORK_SIDE, enlarge=ENLARGE))
+    analysis, rows = analyse_rows(image, Working.of(image, WORK_SIDE, enlarge=ENLARGE))
+    if not rows:
+        raise NoDigitFound("no number found (no ink)")
+    images = zoomed_rows(image, analysis, rows, height) or [cut_row(analysis, row, height) for row in rows]
+    heaviest = max(range(len(rows)), key=lambda k: sum(c.mass for c in rows[k]))
+    for k, image in enumerate(images):
+        image.main = k == heaviest
+    return images
+
+
+def analyse_rows(image: np.ndarray, working: Working) -> tuple[InkAnalysis, list[list[Component]]]:
+    """The ink analysis of ``image`` and its rows; with the other polarity when the first finds none."""
+    analysis = analyse_ink(image, lines=LINES, working=working)
     rows = find_rows(analysis)
     if not rows and analysis.doubt is not None:
         analysis = analyse_ink(image, analysis.doubt, lines=LINES, working=analysis.working)
         rows = find_rows(analysis)
+    return analysis, rows
+
+
+def zoomed_rows(image: np.ndarray, analysis: InkAnalysis, rows: list[list[Component]],
+                height: int) -> list[RowImage] | None:
+    """The rows cut again from a second analysis of the part of ``image`` that holds them, when they are
+    small in the first one's working image (a number a few percent of a big photo: its digits a few
+    working pixels high, enlarged and blurred for the reader) and the crop shows them ZOOM times larger
+    or more. None when that does not apply or finds no rows."""
+    tallest = max(c.h for row in rows for c in row)
+    if tallest >= INK_HEIGHT * height:
+        return None
+    H, W = image.shape[:2]
+    boxes = [analysis.to_input_box(c) for row in rows for c in row]
+    # Context for the background and polarity estimates, and along the rows room for digits too small
+    # or faint for the first analysis to keep as marks.
+    digit = max(8, max(h for _, _, _, h in boxes))
+    mx, my = ZOOM_MARGIN * digit, digit
+    x0, y0 = max(0, min(x for x, _, _, _ in boxes) - mx), max(0, min(y for _, y, _, _ in boxes) - my)
+    x1, y1 = min(W, max(x + w for x, _, w, _ in boxes) + mx), min(H, max(y + h for _, y, _, h in boxes) + my)
+    crop = image[y0:y1, x0:x1]
+    working = Working.of(crop, WORK_SIDE, enlarge=ENLARGE)
+    if working.scale < ZOOM * analysis.scale:
+        return None
+    analysis, rows = analyse_rows(crop, working)
     if not rows:
-        raise NoDigitFound("no number found (no ink)")
+        return None
     images = [cut_row(analysis, row, height) for row in rows]
-    heaviest = max(range(len(rows)), key=lambda k: sum(c.mass for c in rows[k]))
-    for k, image in enumerate(images):
-        image.main = k == heaviest
+    for row_image in images:  # crop pixels -> input pixels
+        row_image.to_input[:, 2] += (x0, y0)
+        row_image.input_shape = (H, W)
     return images
 
 

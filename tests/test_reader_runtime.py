@@ -75,6 +75,25 @@ def test_digits_have_boxes_left_to_right_inside_the_image(reader, mnist):
         assert 0.3 < d.confidence <= 1.0
 
 
+def test_a_small_number_in_a_big_frame_is_read_from_a_closer_look(reader, mnist):
+    """Digits about 3% of a 1600x1200 page's height are 8 pixels high in the analysis' working image; the
+    rows are cut again from a second analysis of the part of the page around them (rows.zoomed_rows),
+    and the digits' boxes still come back in the page's pixels. (Read "9069" before.)"""
+    images, labels = mnist
+    picks = [7, 8, 9, 10, 11, 12]
+    page = paper_row(images, picks, height=48, canvas=(1200, 1600))
+    cv2.setRNGSeed(0)
+    grain = np.empty(page.shape, np.float32)
+    cv2.randn(grain, 0, 4)
+    page = np.clip(page + grain, 0, 255).astype(np.uint8)
+    reading = reader.read([page])[0]
+    assert reading.number == label_of(labels, picks)
+    for d in reading.digits:
+        x, y, w, h = d.box
+        # Inside the strip paper_row drew: 48 px high in the middle of the page, 32 / 28 * 48 px a digit from x=40.
+        assert 576 <= y and y + h <= 624 and 40 <= x and x + w <= 40 + len(picks) * 32 * 48 / 28
+
+
 def test_two_rows_are_read_top_to_bottom(reader, mnist):
     images, labels = mnist
     # The first seven test digits. (Digits 7-13 were used before; digit 8, a 5 whose top stroke stands apart,
