@@ -128,9 +128,16 @@ def _low_freq(rng, h, w, cells, channels=1):
     return f.reshape(h, w, channels)
 
 
-def frame_size(rng: np.random.Generator, kind: str, max_side: int = 4000) -> tuple[int, int]:
+def frame_size(rng: np.random.Generator, kind: str, max_side: int = 4000, least: int = 0) -> tuple[int, int]:
     """(width, height): crops, phone-preview, and full photos; a few
-    4000x3000. ``max_side`` caps the long side (quick test sets)."""
+    4000x3000. ``max_side`` caps the long side (quick test sets); ``least``:
+    a smaller frame is enlarged to this long side (a distant view)."""
+    w, h = _frame_size(rng, kind, max_side)
+    k = max(1.0, least / max(w, h))
+    return round(w * k), round(h * k)
+
+
+def _frame_size(rng: np.random.Generator, kind: str, max_side: int) -> tuple[int, int]:
     u = rng.random()
     if max_side >= 4000 and u < 0.03:
         return (4000, 3000) if rng.random() < 0.5 else (3000, 4000)
@@ -276,11 +283,12 @@ def ruled_lines(rng, surf, box):
     return surf * (1 - line * (1 - colour))
 
 
-def compose(rng, alpha: np.ndarray, kind: str, max_side: int, frac_range=(0.2, 0.8),
-            ruled: bool = False) -> tuple[np.ndarray, dict]:
-    """Place an ink mask (already drawn at a nominal height) in a photo; ``ruled``: on ruled paper."""
-    w, h = frame_size(rng, kind, max_side)
-    lo, hi = frac_range
+def compose(rng, alpha: np.ndarray, kind: str, max_side: int, ruled: bool = False,
+            small: bool = False) -> tuple[np.ndarray, dict]:
+    """Place an ink mask (already drawn at a nominal height) in a photo; ``ruled``: on ruled paper;
+    ``small``: a few percent of a frame SMALL_FRAME pixels long or more."""
+    w, h = frame_size(rng, kind, max_side, SMALL_FRAME if small else 0)
+    lo, hi = SMALL if small else (0.2, 0.8)
     if max(w, h) < 100:
         lo = max(lo, 0.5)  # a tiny image is a crop around the digit, not a distant view
     frac = rng.uniform(lo, hi)
@@ -299,7 +307,7 @@ def compose(rng, alpha: np.ndarray, kind: str, max_side: int, frac_range=(0.2, 0
     if ruled:
         surf = ruled_lines(rng, surf, (x0, y0, nw, nh))
     meta = {"size": [w, h], "frac": round(float(nh / h), 3), "chalk": bool(chalk), "box": [x0, y0, nw, nh],
-            **({"ruled": True} if ruled else {})}
+            **({"ruled": True} if ruled else {}), **({"small": True} if small else {})}
     if chalk:
         # Chalk leaves grainy, partly covered strokes.
         grain = np.clip(0.55 + 0.45 * rng.random((h, w)).astype(np.float32), 0, 1)
@@ -319,10 +327,11 @@ def compose(rng, alpha: np.ndarray, kind: str, max_side: int, frac_range=(0.2, 0
     return img, meta
 
 
-def make_digit(rng: np.random.Generator, digit: np.ndarray, label: int, max_side: int = 4000) -> Sample:
+def make_digit(rng: np.random.Generator, digit: np.ndarray, label: int, max_side: int = 4000,
+               small: bool = False) -> Sample:
     pen = random_pen(rng)
     alpha = trim(rotate(digit_alpha(rng, digit, 120, pen), rng.uniform(-15, 15)))
-    img, meta = compose(rng, alpha, "digit", max_side)
+    img, meta = compose(rng, alpha, "digit", max_side, small=small)
     meta["pen"] = pen["mode"]
     return Sample(img, str(int(label)), "digit", meta)
 
@@ -331,7 +340,7 @@ TOUCHING = 0.15  # share of neighbouring digits that touch
 
 
 def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list[int], max_side: int = 4000,
-                overlap: tuple[float, float] | None = None, ruled: bool = False) -> Sample:
+                overlap: tuple[float, float] | None = None, ruled: bool = False, small: bool = False) -> Sample:
     """3-6 digits in a row, varied spacing, some slightly touching.
 
     Spacing is measured between the inks, row by row (slanted digits'
@@ -364,7 +373,7 @@ def make_number(rng: np.random.Generator, digits: list[np.ndarray], labels: list
     angle = rng.uniform(-15, 15) * (0.5 if len(parts) > 4 else 1.0)
     rotated = rotate(row, angle)
     window = ink_window(rotated)
-    img, meta = compose(rng, rotated[window], "number", max_side, ruled=ruled)
+    img, meta = compose(rng, rotated[window], "number", max_side, ruled=ruled, small=small)
     meta["pen"] = pen["mode"]
     meta["gaps"] = [round(g, 3) for g in gaps]
     meta["digit_boxes"] = digit_boxes(rotate(owner, angle, cv2.INTER_NEAREST)[window], meta["box"], len(parts))
@@ -404,14 +413,18 @@ def _touching_x(row: np.ndarray, part: np.ndarray, y: int) -> int:
 
 
 OVERLAPPING = (0.10, 0.20)  # the overlapping numbers: strokes reach this far into the neighbour
+# The small sets: the digit (a number's canvas) spans this share of the frame's height, in frames SMALL_FRAME
+# pixels long or more (a page photographed whole, a meter from across the room).
+SMALL = (0.05, 0.12)
+SMALL_FRAME = 800
 
 
 def generate_set(images: np.ndarray, labels: np.ndarray, n_digits: int, n_numbers: int, seed: int = 0,
-                 max_side: int = 4000, n_overlapping: int = 0, n_ruled: int = 0) -> list[Sample]:
+                 max_side: int = 4000, n_overlapping: int = 0, n_ruled: int = 0, n_small: int = 0) -> list[Sample]:
     """``n_digits`` single digits, ``n_numbers`` numbers, ``n_overlapping`` numbers whose
-    neighbours' strokes overlap by OVERLAPPING of their mean width, then ``n_ruled`` numbers on
-    ruled paper, from the given (MNIST test) images; sample ``i`` of each kind depends only on
-    (seed, kind, i).
+    neighbours' strokes overlap by OVERLAPPING of their mean width, ``n_ruled`` numbers on
+    ruled paper, then ``n_small`` single digits and ``n_small`` numbers SMALL in their frames, from the
+    given (MNIST test) images; sample ``i`` of each kind depends only on (seed, kind, i).
     ``max_side`` < 4000 leaves out the 4000x3000 photos and caps sizes."""
     out = []
     for i in range(n_digits):
@@ -435,6 +448,14 @@ def generate_set(images: np.ndarray, labels: np.ndarray, n_digits: int, n_number
             sample.meta["mnist_index"] = [int(k) for k in ks]
             sample.meta["overlapping"] = "overlap" in options
             out.append(sample)
+    for i in range(n_small):
+        rng = np.random.default_rng([seed, 4, i])
+        k = int(rng.integers(len(images)))
+        out.append(make_digit(rng, images[k], labels[k], max_side, small=True))
+    for i in range(n_small):
+        rng = np.random.default_rng([seed, 5, i])
+        ks = rng.integers(len(images), size=int(rng.integers(3, 7)))
+        out.append(make_number(rng, [images[k] for k in ks], [labels[k] for k in ks], max_side, small=True))
     return out
 
 
