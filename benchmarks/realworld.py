@@ -209,6 +209,8 @@ def naive_tutorial(image: np.ndarray) -> np.ndarray:
 
 
 def run_naive(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) -> float:
+    if not paths:
+        return float("nan")
     pixels = np.stack([naive_tutorial(read_image(p)) for p in paths])
     preds = clf.predict_pixels(pixels).argmax(1)
     return float(np.mean([clf.info.classes[k] == s.label for k, s in zip(preds, samples)]))
