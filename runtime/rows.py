@@ -80,10 +80,15 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
     analysis, rows = analyse_rows(image, Working.of(image, WORK_SIDE, enlarge=ENLARGE))
     if not rows:
         raise NoDigitFound("no number found (no ink)")
-    images = zoomed_rows(image, analysis, rows, height) or [cut_row(analysis, row, height) for row in rows]
+    return zoomed_rows(image, analysis, rows, height) or cut_rows(analysis, rows, height)
+
+
+def cut_rows(analysis: InkAnalysis, rows: list[list[Component]], height: int) -> list[RowImage]:
+    """Each row cut out (cut_row), the heaviest one marked main."""
+    images = [cut_row(analysis, row, height) for row in rows]
     heaviest = max(range(len(rows)), key=lambda k: sum(c.mass for c in rows[k]))
-    for k, image in enumerate(images):
-        image.main = k == heaviest
+    for k, row_image in enumerate(images):
+        row_image.main = k == heaviest
     return images
 
 
@@ -121,7 +126,7 @@ def zoomed_rows(image: np.ndarray, analysis: InkAnalysis, rows: list[list[Compon
     analysis, rows = analyse_rows(crop, working)
     if not rows:
         return None
-    images = [cut_row(analysis, row, height) for row in rows]
+    images = cut_rows(analysis, rows, height)
     for row_image in images:  # crop pixels -> input pixels
         row_image.to_input[:, 2] += (x0, y0)
         row_image.input_shape = (H, W)
