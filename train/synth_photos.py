@@ -131,9 +131,9 @@ def _low_freq(rng, h, w, cells, channels=1):
 def frame_size(rng: np.random.Generator, kind: str, max_side: int = 4000, least: int = 0) -> tuple[int, int]:
     """(width, height): crops, phone-preview, and full photos; a few
     4000x3000. ``max_side`` caps the long side (quick test sets); ``least``:
-    a smaller frame is enlarged to this long side (a distant view)."""
+    a smaller frame is enlarged to this long side (a distant view), within ``max_side``."""
     w, h = _frame_size(rng, kind, max_side)
-    k = max(1.0, least / max(w, h))
+    k = max(1.0, min(least, max_side) / max(w, h))
     return round(w * k), round(h * k)
 
 
