@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .errors import NoDigitFound
-from .preprocess import Component, InkAnalysis, Working, analyse_ink, mnist_passthrough
+from .preprocess import Component, InkAnalysis, Working, analyse_ink, mnist_passthrough, working_scale
 
 INK_HEIGHT = 24 / 32  # share of the reader's input height taken by the row's tall marks
 PAD = 8  # background columns added at both ends of a row, in reader pixels
@@ -120,10 +120,9 @@ def zoomed_rows(image: np.ndarray, analysis: InkAnalysis, rows: list[list[Compon
     x0, y0 = max(0, min(x for x, _, _, _ in boxes) - mx), max(0, min(y for _, y, _, _ in boxes) - my)
     x1, y1 = min(W, max(x + w for x, _, w, _ in boxes) + mx), min(H, max(y + h for _, y, _, h in boxes) + my)
     crop = image[y0:y1, x0:x1]
-    working = Working.of(crop, WORK_SIDE, enlarge=ENLARGE)
-    if working.scale < ZOOM * analysis.scale:
+    if working_scale(*crop.shape[:2], WORK_SIDE, ENLARGE) < ZOOM * analysis.scale:
         return None
-    analysis, rows = analyse_rows(crop, working)
+    analysis, rows = analyse_rows(crop, Working.of(crop, WORK_SIDE, enlarge=ENLARGE))
     if not rows:
         return None
     images = cut_rows(analysis, rows, height)
