@@ -9,7 +9,7 @@ import numpy as np
 from .errors import ModelError, NoDigitFound, RuntimeInputError
 from .imageio import decode_image, read_image_sized
 from .model import load_session, softmax
-from .preprocess import WORK_SIDE, DigitCrop, preprocess_digit, viewed
+from .preprocess import FINE_SIDE, WORK_SIDE, DigitCrop, preprocess_digit, viewed
 from .results import NumberReading, Outcome, Prediction
 
 DEFAULT_BATCH = 64
@@ -150,7 +150,7 @@ class DigitClassifier:
                     prepared.append((outcome, self.reader.rows(_load(image, number=True)[0])))
                 else:
                     pixels, shape = _load(image)
-                    prepared.append((outcome, preprocess_digit(pixels, self.info.input_size, shape)))
+                    prepared.append((outcome, preprocess_digit(pixels, self.info.input_size, shape, _finer(image))))
             except RuntimeInputError as e:
                 outcome.error = _named(e, outcome.source)
             except Exception as e:  # MemoryError, or a bug: it must not stop the other inputs; kept as it is,
@@ -223,6 +223,13 @@ def _decode_side(number: bool) -> int | None:
     """The long side a file or an upload is decoded to (a large JPEG is reduced): single digits are analysed at
     WORK_SIDE; numbers are decoded at the decoder's default (imageio.JPEG_REDUCE_TARGET)."""
     return None if number else WORK_SIDE
+
+
+def _finer(image: ImageLike):
+    """For a file, what decodes it again with more pixels (preprocess_digit's finer look at small writing)."""
+    if isinstance(image, (str, os.PathLike)):
+        return lambda: read_image_sized(image, grey=True, min_side=FINE_SIDE)
+    return None
 
 
 def _load(image: ImageLike, number: bool = False) -> tuple[np.ndarray, tuple[int, int] | None]:

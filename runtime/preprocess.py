@@ -29,6 +29,10 @@ board, noise, blur and other marks. The steps here undo that:
 7. ``render_mnist``: crop the grey-level ink (not a binary mask), bring the
    stroke width into MNIST's range, fit in the 20x20 box, centre by mass.
 
+Writing a few percent of a big photo gets two more looks: the whole image
+at twice the working size when the first look finds no plain digit
+(``_finer_look``), then the part around a small digit (``_closer_look``).
+
 Only numpy and OpenCV; every size comes from the model's metadata
 (``size``), the 20/28 box ratio is the MNIST convention of the contract.
 """
@@ -52,6 +56,17 @@ WORK_SIDE = 288
 ZOOM_BELOW = 40
 ZOOM = 1.5
 ZOOM_MARGIN = 1.5
+# Writing a few percent of a big photo is specks at WORK_SIDE, and a shadow's or the paper's edge outweighs it
+# there. When the first look finds no digit, or a mark that is not plainly one (_plain: under FINE_BELOW pixels,
+# fainter than FINE_PEAK, filled over FINE_FILL of its box like a blob, or on the frame's edge and under
+# FINE_EDGE_BELOW), the whole image is looked at again at FINE_SIDE for small contrasted marks (FINE_LOOK).
+# Chosen on photo seeds 1-2 (docs/EXPERIMENTS.md): it fires on ~5% of the usual photos.
+FINE_SIDE = 2 * WORK_SIDE
+FINE_BELOW = 40
+FINE_PEAK = 0.4
+FINE_FILL = 0.6
+FINE_EDGE_BELOW = 120
+FINE_RATIO = 0.8
 BG_SCALE = 4  # polarity is judged at 1/BG_SCALE of the working size
 POLARITY_KERNEL_FRAC = 0.3  # median window for the polarity decision, fraction of the short side
 WIDE_KERNEL_FRAC = 0.5  # first background window, fraction of the short side (> 2x thickest stroke)
@@ -59,6 +74,7 @@ MIN_KERNEL_FRAC = 0.04  # narrowest second-pass window
 PEAK_FRACTION = 0.35  # a mark keeps its pixels above this fraction of its peak contrast
 FAINT_FRACTION = 0.3  # marks fainter than this fraction of the strongest are not ink
 RELATIVE_FLOOR = 0.15  # background level below which the contrast is no longer divided (dark boards)
+DIGIT_PX = 8  # the least long side of a digit in the working image
 MIN_CONTRAST = 0.06  # ink must differ from the background by at least this fraction
 # Slopes (rise per column) at which ruled lines are looked for: a sheet photographed a little askew. With a
 # pixel of tolerance between two slopes, lines up to about 2.9 degrees are found (steeper ones: not measured).
@@ -111,6 +127,24 @@ class Component:
         return Component(self.labels + other.labels, x, y, x1 - x, y1 - y, self.area + other.area,
                          self.mass + other.mass, self.touches_border or other.touches_border,
                          max(self.peak, other.peak))
+
+
+@dataclass(frozen=True)
+class MarkLimits:
+    """Which marks may be the digit: long sides as shares of the working image's short side, peak contrast."""
+
+    least: float = 0.04  # a candidate's
+    speck: float = 2e-4  # area of a mark, share of the working image's, under which it is a speck (or 6 pixels)
+    digit: float = 0.05  # the digit's, its fragments absorbed (and DIGIT_PX pixels)
+    most: float = float("inf")  # a candidate's
+    peak: float = 0.0  # a candidate's
+    edge: bool = True  # whether a candidate may touch the frame's edge
+
+
+FIRST_LOOK = MarkLimits()
+# Small marks off the frame's edge only: the first look saw larger ones, and blank paper's texture, a shadow's
+# or the paper's edge give large faint ones or ones along the frame.
+FINE_LOOK = MarkLimits(least=0.015, speck=0.5e-4, digit=0.02, most=0.2, peak=0.25, edge=False)
 
 
 @dataclass
@@ -181,7 +215,8 @@ class DigitCrop:
 # ---------------------------------------------------------------- pipeline
 
 
-def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, int] | None = None) -> DigitCrop:
+def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, int] | None = None,
+                     finer=None) -> DigitCrop:
     """Find the one digit in ``image`` and return it MNIST-style.
 
     ``image``: any array ``imageio.to_uint8`` accepts. Raises
@@ -196,25 +231,67 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     if passthrough is not None:
         h, w = image.shape[:2] if input_shape is None else input_shape
         return DigitCrop(passthrough, (0, 0, w, h))
-    analysis, crop = _find_digit(image, size, input_shape)
+    try:
+        analysis, crop, digit = _find_digit(image, size, input_shape)
+    except NoDigitFound as e:
+        analysis, crop, digit, missing = None, None, None, e
+    doubt = "none" if digit is None else _doubt(digit)
+    if doubt:
+        fine = _finer_look(image, size, input_shape, finer)
+        # A faint or filled mark (a shadow; a 1 fills its box too) is only traded for a more contrasted one.
+        if fine is not None and (doubt != "faint" or fine[2][2].peak > FINE_RATIO * digit.peak):
+            image, input_shape, (analysis, crop, _) = fine
+    if crop is None:
+        raise missing
     return _closer_look(image, size, input_shape, analysis.scale, crop) or crop
 
 
-def _find_digit(image: np.ndarray, size: int, input_shape: tuple[int, int] | None) -> tuple[InkAnalysis, DigitCrop]:
-    analysis = analyse_ink(image, working=Working.of(image, WORK_SIDE, input_shape, quick=True))
+def _finer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | None, finer) -> tuple | None:
+    """The digit looked for in the whole image at FINE_SIDE among small marks (FINE_LOOK):
+    (image, input_shape, (analysis, crop)) when that shows the image ZOOM times larger or more and finds one."""
+    shape = input_shape or image.shape[:2]
+    scale = working_scale(*image.shape[:2]) * image.shape[1] / shape[1]  # the first look's, per input pixel
+    if finer is not None and max(image.shape[:2]) < min(FINE_SIDE, max(shape)):
+        image, input_shape = finer()
+    if working_scale(*image.shape[:2], FINE_SIDE) * image.shape[1] / shape[1] < ZOOM * scale:
+        return None
     try:
-        crop = _digit_crop(analysis, size)
+        return image, input_shape, _find_digit(image, size, input_shape, FINE_SIDE, FINE_LOOK)
+    except NoDigitFound:
+        return None
+
+
+def _find_digit(image: np.ndarray, size: int, input_shape: tuple[int, int] | None, side: int = WORK_SIDE,
+                limits: MarkLimits = FIRST_LOOK) -> tuple[InkAnalysis, DigitCrop, Component]:
+    """The analysis, the digit's crop and its mark."""
+    analysis = analyse_ink(image, working=Working.of(image, side, input_shape, quick=True), speck=limits.speck)
+    try:
+        crop, digit = _digit_crop(analysis, size, limits)
     except NoDigitFound:
         if analysis.doubt is None:
             raise
-        analysis = analyse_ink(image, analysis.doubt, working=analysis.working)
-        return analysis, _digit_crop(analysis, size)
+        analysis = analyse_ink(image, analysis.doubt, working=analysis.working, speck=limits.speck)
+        crop, digit = _digit_crop(analysis, size, limits)
+        return analysis, crop, digit
     if analysis.doubt is not None:
         try:
-            crop.alternatives = (_digit_crop(analyse_ink(image, analysis.doubt, working=analysis.working), size),)
+            other = analyse_ink(image, analysis.doubt, working=analysis.working, speck=limits.speck)
+            crop.alternatives = (_digit_crop(other, size, limits)[0],)
         except NoDigitFound:
             pass
-    return analysis, crop
+    return analysis, crop, digit
+
+
+def _doubt(digit: Component) -> str:
+    """Why the first look's mark may not be the digit (FINE_*): "small", "edge", "faint" (or filled like a blob);
+    "" when it plainly is one."""
+    side = max(digit.w, digit.h)
+    if side < FINE_BELOW:
+        return "small"
+    if digit.touches_border and side < FINE_EDGE_BELOW:
+        return "edge"
+    filled = digit.area > FINE_FILL * digit.w * digit.h and min(digit.w, digit.h) > 0.3 * side
+    return "faint" if digit.peak < FINE_PEAK or filled else ""
 
 
 def _closer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | None, scale: float,
@@ -234,7 +311,7 @@ def _closer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | No
     if working_scale(*part.shape[:2]) * k < ZOOM * scale:
         return None
     try:
-        _, closer = _find_digit(part, size, None)
+        _, closer, _ = _find_digit(part, size, None)
     except NoDigitFound:
         return None
 
@@ -246,9 +323,9 @@ def _closer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | No
     return placed(closer)
 
 
-def _digit_crop(analysis: InkAnalysis, size: int) -> DigitCrop:
-    digit = select_digit(analysis)
-    return DigitCrop(render_mnist(analysis, digit, size), analysis.to_input_box(digit))
+def _digit_crop(analysis: InkAnalysis, size: int, limits: MarkLimits = FIRST_LOOK) -> tuple[DigitCrop, Component]:
+    digit = select_digit(analysis, limits)
+    return DigitCrop(render_mnist(analysis, digit, size), analysis.to_input_box(digit)), digit
 
 
 def mnist_passthrough(image: np.ndarray, size: int) -> np.ndarray | None:
@@ -264,7 +341,7 @@ def mnist_passthrough(image: np.ndarray, size: int) -> np.ndarray | None:
 
 
 def analyse_ink(image: np.ndarray, polarity: str | None = None, lines: tuple[float, float] = DIGIT_LINES,
-                working: Working | None = None) -> InkAnalysis:
+                working: Working | None = None, speck: float = FIRST_LOOK.speck) -> InkAnalysis:
     """Steps 1-6 up to the candidate marks, shared by digits and numbers.
     ``polarity``: "dark-ink" or "light-ink" to skip deciding it; the
     analysis's ``doubt`` is the other polarity when the decision was
@@ -273,7 +350,8 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, lines: tuple[flo
     marks of their own: ``without_lines``' share and bare (share 0: none).
     ``working``: the image at the working size (``Working.of``; default:
     at WORK_SIDE), or an earlier analysis's (``InkAnalysis.working``) to
-    analyse it again with the other polarity without redoing it."""
+    analyse it again with the other polarity without redoing it. ``speck``:
+    see ``find_components``."""
     if working is None:
         working = Working.of(image)
     work = working.grey
@@ -301,7 +379,7 @@ def analyse_ink(image: np.ndarray, polarity: str | None = None, lines: tuple[flo
     mask, smooth = _ink_mask(ink, sigma)
     if lines[0]:
         mask = without_lines(mask, width, *lines)
-    labels, components = find_components(mask, ink, smooth)
+    labels, components = find_components(mask, ink, smooth, speck)
     return InkAnalysis(ink, labels, components, _mask_floor(sigma), working.scale, working.input_shape, polarity,
                        doubt, working)
 
@@ -596,9 +674,9 @@ def mean_stroke_width(mask: np.ndarray) -> float:
     return 2.0 * float(np.count_nonzero(mask)) / perimeter if perimeter > 0 else 0.0
 
 
-def find_components(mask: np.ndarray, ink: np.ndarray,
-                    smooth: np.ndarray | None = None) -> tuple[np.ndarray, list[Component]]:
-    """Connected marks, without specks, paper edges, shadow bands and
+def find_components(mask: np.ndarray, ink: np.ndarray, smooth: np.ndarray | None = None,
+                    speck: float = FIRST_LOOK.speck) -> tuple[np.ndarray, list[Component]]:
+    """Connected marks, without specks (``speck``: MarkLimits.speck), paper edges, shadow bands and
     paper texture. ``smooth``: ``ink`` blurred as ``ink_mask`` does, when already made."""
     h, w = mask.shape
     short = min(h, w)
@@ -611,7 +689,7 @@ def find_components(mask: np.ndarray, ink: np.ndarray,
     peak = _label_max(lab, smooth.take(at), n).astype(np.float64)
     x, y, cw, ch, area = (stats[:, k].astype(np.int64) for k in range(5))
     touches = (x == 0) | (y == 0) | (x + cw == w) | (y + ch == h)
-    keep = area >= max(6, int(2e-4 * h * w))  # not specks, dust, sensor noise
+    keep = area >= max(6, int(speck * h * w))  # not specks, dust, sensor noise
     keep &= ~(((x == 0) & (x + cw == w)) | ((y == 0) & (y + ch == h)))  # nor a band or line crossing the frame
     keep &= ~((area > 0.8 * cw * ch) & (area > 0.2 * h * w))  # nor a filled region (a dark object, a hand)
     keep[0] = False
@@ -647,11 +725,13 @@ def border_contact(labels: np.ndarray, i: int, box: tuple[int, int, int, int]) -
     return best
 
 
-def select_digit(analysis: InkAnalysis) -> Component:
+def select_digit(analysis: InkAnalysis, limits: MarkLimits = FIRST_LOOK) -> Component:
     """The strongest plausible mark plus the fragments that belong to it."""
     h, w = analysis.ink.shape
     short = min(h, w)
-    cands = [c for c in analysis.components if max(c.w, c.h) >= 0.04 * short]
+    cands = [c for c in analysis.components
+             if limits.least * short <= max(c.w, c.h) <= limits.most * short and c.peak >= limits.peak
+             and (limits.edge or not c.touches_border)]
     if not cands:
         raise NoDigitFound("no digit found (no ink)")
     # Marks cut by the frame edge are more likely a neighbouring object.
@@ -660,7 +740,7 @@ def select_digit(analysis: InkAnalysis) -> Component:
                reverse=True)
     digit = cands[0]
     digit = absorb_fragments(digit, [c for c in analysis.components if c is not digit])
-    if max(digit.w, digit.h) < 0.05 * short or max(digit.w, digit.h) < 8:
+    if max(digit.w, digit.h) < limits.digit * short or max(digit.w, digit.h) < DIGIT_PX:
         raise NoDigitFound("no digit found (only specks)")
     return digit
 

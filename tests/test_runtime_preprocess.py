@@ -247,6 +247,47 @@ def test_a_small_digit_in_a_big_photo_is_found_again_closer(mnist, paper_photo, 
     assert right >= 18
 
 
+def _shadowed(photo: np.ndarray, seed: int) -> np.ndarray:
+    """``photo`` with a soft shadow over part of it (a hand's or a phone's, as in a photo of a page)."""
+    h, w = photo.shape[:2]
+    rng = np.random.default_rng(seed)
+    shade = np.zeros((h, w), np.float32)
+    centre = (int(rng.uniform(0.6, 0.9) * w), int(rng.uniform(0.2, 0.8) * h))
+    cv2.ellipse(shade, centre, (w // 4, h // 3), float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    shade = cv2.GaussianBlur(shade, (0, 0), w / 60)
+    return (photo * (1 - 0.45 * shade)[..., None]).astype(np.uint8)
+
+
+def test_a_digit_a_few_percent_of_a_photo_is_found_in_a_finer_look(mnist, paper_photo, clf):
+    """Digits 3.5% of a 1600x1200 photo's height, under a shadow's edge, are specks at the working size: found
+    by looking at the whole photo again at twice its resolution (preprocess._finer_look). None was found
+    before; boxes come back in the photo's pixels."""
+    images, labels = mnist
+    right = 0
+    for i in range(20):
+        photo = _shadowed(paper_photo(images[i], size=(1200, 1600), frac=0.035, centre=(0.3, 0.6), seed=i), i)
+        prediction = clf.classify_one(photo)
+        right += prediction.label == str(int(labels[i]))
+        x, y, w, h = prediction.box
+        assert 480 - 21 <= x and x + w <= 480 + 21 and 720 - 21 <= y and y + h <= 720 + 21  # the 42-px frame
+    assert right >= 17
+
+
+def test_a_small_digit_in_a_big_jpeg_is_decoded_again_for_the_finer_look(mnist, paper_photo, clf, encode, tmp_path):
+    """A big JPEG is decoded reduced for single digits (imageio, min_side); the finer look decodes it again
+    with the pixels it needs."""
+    images, labels = mnist
+    paths = []
+    for i in range(6):
+        photo = paper_photo(images[i], size=(2400, 3200), frac=0.03, centre=(0.7, 0.3), seed=i, gradient=0.1)
+        paths.append(tmp_path / f"page{i}.jpg")
+        paths[-1].write_bytes(encode(photo, ".jpg", [cv2.IMWRITE_JPEG_QUALITY, 90]))
+    outcomes = clf.classify(paths)
+    assert [o.result.label if o.ok else None for o in outcomes] == [str(int(k)) for k in labels[:6]]
+    x, y, w, h = outcomes[0].result.box
+    assert abs(x + w / 2 - 2240) < 36 and abs(y + h / 2 - 720) < 36
+
+
 def test_a_big_faint_mark_does_not_outweigh_the_inked_digit(mnist, paper_photo):
     # A loop drawn in a light grey (a pencil line, a faint printed frame)
     # carries more ink in total than the small digit written in pen; one
