@@ -214,8 +214,9 @@ def _named(error: Exception, source: str | None) -> Exception:
 
 def decode_upload(data: bytes, number: bool = False) -> np.ndarray:
     """Encoded image bytes decoded as ``classify`` decodes a file that holds them (grey; a large JPEG
-    reduced to the side its mode's analysis works at), so that a server reads an upload exactly as
-    the command line reads the file. Boxes found in it are in its pixels."""
+    reduced to the side its mode's analysis works at), so that a server reads an upload as the command
+    line reads the file. One difference: where the first look finds no plain digit, a file is decoded
+    again at FINE_SIDE for a finer look (preprocess._finer_look), an upload is not. Boxes are in its pixels."""
     return decode_image(data, grey=True, min_side=_decode_side(number))
 
 
