@@ -67,6 +67,7 @@ FINE_PEAK = 0.4
 FINE_FILL = 0.6
 FINE_EDGE_BELOW = 120
 FINE_RATIO = 0.8
+FINE_GATE = 0.15
 BG_SCALE = 4  # polarity is judged at 1/BG_SCALE of the working size
 POLARITY_KERNEL_FRAC = 0.3  # median window for the polarity decision, fraction of the short side
 WIDE_KERNEL_FRAC = 0.5  # first background window, fraction of the short side (> 2x thickest stroke)
@@ -231,11 +232,14 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     if passthrough is not None:
         h, w = image.shape[:2] if input_shape is None else input_shape
         return DigitCrop(passthrough, (0, 0, w, h))
+    first = _analysis(image, WORK_SIDE, input_shape)
     try:
-        analysis, crop, digit = _find_digit(image, size, input_shape)
+        analysis, crop, digit = _find_digit(image, size, first)
     except NoDigitFound as e:
         analysis, crop, digit, missing = None, None, None, e
     doubt = "none" if digit is None else _doubt(digit)
+    if doubt and not _contrasted_inside(first):
+        doubt = ""  # blank paper, mostly: spared a second look
     if doubt:
         fine = _finer_look(image, size, input_shape, finer)
         # A faint or filled mark (a shadow; a 1 fills its box too) is only traded for a more contrasted one.
@@ -256,15 +260,21 @@ def _finer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | Non
     if working_scale(*image.shape[:2], FINE_SIDE) * image.shape[1] / shape[1] < ZOOM * scale:
         return None
     try:
-        return image, input_shape, _find_digit(image, size, input_shape, FINE_SIDE, FINE_LOOK)
+        return image, input_shape, _find_digit(image, size, _analysis(image, FINE_SIDE, input_shape, FINE_LOOK),
+                                               FINE_LOOK)
     except NoDigitFound:
         return None
 
 
-def _find_digit(image: np.ndarray, size: int, input_shape: tuple[int, int] | None, side: int = WORK_SIDE,
+def _analysis(image: np.ndarray, side: int, input_shape: tuple[int, int] | None,
+              limits: MarkLimits = FIRST_LOOK) -> InkAnalysis:
+    return analyse_ink(image, working=Working.of(image, side, input_shape, quick=True), speck=limits.speck)
+
+
+def _find_digit(image: np.ndarray, size: int, analysis: InkAnalysis,
                 limits: MarkLimits = FIRST_LOOK) -> tuple[InkAnalysis, DigitCrop, Component]:
-    """The analysis, the digit's crop and its mark."""
-    analysis = analyse_ink(image, working=Working.of(image, side, input_shape, quick=True), speck=limits.speck)
+    """The digit among ``analysis``'s marks, read with the other polarity too when that was in doubt: the
+    analysis it was found in, its crop and its mark."""
     try:
         crop, digit = _digit_crop(analysis, size, limits)
     except NoDigitFound:
@@ -280,6 +290,14 @@ def _find_digit(image: np.ndarray, size: int, input_shape: tuple[int, int] | Non
         except NoDigitFound:
             pass
     return analysis, crop, digit
+
+
+def _contrasted_inside(analysis: InkAnalysis) -> bool:
+    """Whether ink off the frame's edge reaches FINE_GATE contrast anywhere (blurred as the marks' peaks are)."""
+    h, w = analysis.ink.shape
+    m = max(2, int(0.03 * min(h, w)))
+    inside = analysis.ink[m:-m, m:-m]
+    return inside.size > 0 and float(cv2.GaussianBlur(inside, (0, 0), 0.8).max()) >= FINE_GATE
 
 
 def _doubt(digit: Component) -> str:
@@ -311,7 +329,7 @@ def _closer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | No
     if working_scale(*part.shape[:2]) * k < ZOOM * scale:
         return None
     try:
-        _, closer, _ = _find_digit(part, size, None)
+        _, closer, _ = _find_digit(part, size, _analysis(part, WORK_SIDE, None))
     except NoDigitFound:
         return None
 
