@@ -57,10 +57,11 @@ ZOOM_BELOW = 40
 ZOOM = 1.5
 ZOOM_MARGIN = 1.5
 # Writing a few percent of a big photo is specks at WORK_SIDE, and a shadow's or the paper's edge outweighs it
-# there. When the first look finds no digit, or a mark that is not plainly one (_plain: under FINE_BELOW pixels,
+# there. When the first look finds no digit, or a mark that is not plainly one (_doubt: under FINE_BELOW pixels,
 # fainter than FINE_PEAK, filled over FINE_FILL of its box like a blob, or on the frame's edge and under
-# FINE_EDGE_BELOW), the whole image is looked at again at FINE_SIDE for small contrasted marks (FINE_LOOK).
-# Chosen on photo seeds 1-2 (docs/EXPERIMENTS.md): it fires on ~5% of the usual photos.
+# FINE_EDGE_BELOW), and ink off the frame's edge reaches FINE_GATE contrast, the whole image is looked at again
+# at FINE_SIDE for small contrasted marks (FINE_LOOK); a faint first mark gives way only to one FINE_RATIO as
+# contrasted. Chosen on photo seeds 1-2 (docs/EXPERIMENTS.md): it fires on ~5% of the usual photos.
 FINE_SIDE = 2 * WORK_SIDE
 FINE_BELOW = 40
 FINE_PEAK = 0.4
@@ -225,7 +226,9 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     ``RuntimeInputError`` for arrays that are not images.
     ``input_shape``: (H, W) of the full-size image when ``image`` was decoded
     reduced (``imageio.read_image_sized`` with ``min_side=WORK_SIDE``): the
-    box is then given in its pixels.
+    box is then given in its pixels. ``finer``: returns the image decoded
+    again with FINE_SIDE pixels or more and its (H, W), for the finer look
+    (``_finer_look``) when ``image`` has fewer.
     """
     image = to_uint8(image)
     passthrough = mnist_passthrough(image, size)
@@ -238,32 +241,42 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     except NoDigitFound as e:
         analysis, crop, digit, missing = None, None, None, e
     doubt = "none" if digit is None else _doubt(digit)
-    if doubt and not _contrasted_inside(first):
-        doubt = ""  # blank paper, mostly: spared a second look
-    if doubt:
-        fine = _finer_look(image, size, input_shape, finer)
+    if doubt and _contrasted_inside(first):  # else blank paper, mostly: spared a second look
+        fine = _finer_look(image, size, input_shape, finer, first.scale)
         # A faint or filled mark (a shadow; a 1 fills its box too) is only traded for a more contrasted one.
-        if fine is not None and (doubt != "faint" or fine[2][2].peak > FINE_RATIO * digit.peak):
-            image, input_shape, (analysis, crop, _) = fine
+        if fine is not None and (doubt != "faint" or fine.digit.peak > FINE_RATIO * digit.peak):
+            image, input_shape, analysis, crop = fine.image, fine.input_shape, fine.analysis, fine.crop
     if crop is None:
         raise missing
     return _closer_look(image, size, input_shape, analysis.scale, crop) or crop
 
 
-def _finer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | None, finer) -> tuple | None:
-    """The digit looked for in the whole image at FINE_SIDE among small marks (FINE_LOOK):
-    (image, input_shape, (analysis, crop)) when that shows the image ZOOM times larger or more and finds one."""
+@dataclass
+class _Look:
+    """What a second look found, and in which image."""
+
+    image: np.ndarray
+    input_shape: tuple[int, int] | None
+    analysis: InkAnalysis
+    crop: DigitCrop
+    digit: Component
+
+
+def _finer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | None, finer,
+                scale: float) -> _Look | None:
+    """The digit looked for in the whole image at FINE_SIDE among small marks (FINE_LOOK), when that shows it
+    ZOOM times larger or more than the first look (``scale`` working pixels per input pixel); None when that
+    does not apply or finds none."""
     shape = input_shape or image.shape[:2]
-    scale = working_scale(*image.shape[:2]) * image.shape[1] / shape[1]  # the first look's, per input pixel
     if finer is not None and max(image.shape[:2]) < min(FINE_SIDE, max(shape)):
         image, input_shape = finer()
     if working_scale(*image.shape[:2], FINE_SIDE) * image.shape[1] / shape[1] < ZOOM * scale:
         return None
     try:
-        return image, input_shape, _find_digit(image, size, _analysis(image, FINE_SIDE, input_shape, FINE_LOOK),
-                                               FINE_LOOK)
+        found = _find_digit(image, size, _analysis(image, FINE_SIDE, input_shape, FINE_LOOK), FINE_LOOK)
     except NoDigitFound:
         return None
+    return _Look(image, input_shape, *found)
 
 
 def _analysis(image: np.ndarray, side: int, input_shape: tuple[int, int] | None,
