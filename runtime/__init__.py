@@ -7,7 +7,7 @@ Needs only onnxruntime (or onnxruntime-gpu), numpy and OpenCV.
     print(clf.classify_one("photo.jpg").digit)
     print(clf.read_number("row.jpg").number)
 """
-from .classifier import DigitClassifier, decode_upload
+from .classifier import DigitClassifier, Upload, decode_upload
 from .errors import ModelError, NoDigitFound, RuntimeInputError
 from .imageio import decode_image, read_image, to_uint8
 from .model import DEFAULT_MODEL, DEFAULT_READER, ModelInfo, load_session
@@ -23,6 +23,6 @@ def read_number(image, classifier: "DigitClassifier | None" = None) -> NumberRea
 
 __all__ = [
     "DEFAULT_MODEL", "DEFAULT_READER", "DigitClassifier", "DigitCrop", "ModelError", "ModelInfo", "NoDigitFound",
-    "NumberReader", "NumberReading", "Prediction", "RuntimeInputError", "decode_image", "decode_upload",
+    "NumberReader", "NumberReading", "Prediction", "RuntimeInputError", "Upload", "decode_image", "decode_upload",
     "load_session", "preprocess_digit", "read_image", "read_number", "to_uint8",
 ]

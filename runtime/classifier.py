@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,7 +23,16 @@ DEFAULT_BATCH = 64
 DEFAULT_MIN_CONFIDENCE = 0.169
 
 
-ImageLike = np.ndarray | str | os.PathLike  # an image array or a file path
+@dataclass(frozen=True)
+class Upload:
+    """An encoded image and its pixels as ``decode_upload`` gave them: ``classify`` reads it as a file holding
+    the same bytes (decoded again with more pixels where the finer look needs them), boxes in those pixels."""
+
+    data: bytes
+    pixels: np.ndarray
+
+
+ImageLike = np.ndarray | str | os.PathLike | Upload  # an image array, a file path, or an upload
 
 
 class DigitClassifier:
@@ -127,13 +137,13 @@ class DigitClassifier:
 
     def preprocess(self, image: ImageLike) -> DigitCrop:
         """Read (if a path) and turn into the model's input."""
-        if isinstance(image, (str, os.PathLike)):
-            try:
-                pixels, shape = _load(image)
-                return preprocess_digit(pixels, self.info.input_size, shape)
-            except NoDigitFound as e:  # read errors already name the file
+        pixels, shape = _load(image)
+        try:
+            return preprocess_digit(pixels, self.info.input_size, shape, _finer(image, pixels, shape))
+        except NoDigitFound as e:  # read errors already name the file
+            if isinstance(image, (str, os.PathLike)):
                 raise NoDigitFound(f"{image}: {e}") from None
-        return preprocess_digit(_load(image)[0], self.info.input_size)
+            raise
 
     def classify(self, images: Iterable[ImageLike], number: bool = False) -> list[Outcome]:
         """Each image's digit (``number``: its rows of digits), one session call per batch; the one
@@ -149,8 +159,7 @@ class DigitClassifier:
                 if number:
                     prepared.append((outcome, self.reader.rows(_load(image, number=True)[0])))
                 else:
-                    pixels, shape = _load(image)
-                    prepared.append((outcome, preprocess_digit(pixels, self.info.input_size, shape, _finer(image))))
+                    prepared.append((outcome, self.preprocess(image)))
             except RuntimeInputError as e:
                 outcome.error = _named(e, outcome.source)
             except Exception as e:  # MemoryError, or a bug: it must not stop the other inputs; kept as it is,
@@ -215,8 +224,7 @@ def _named(error: Exception, source: str | None) -> Exception:
 def decode_upload(data: bytes, number: bool = False) -> np.ndarray:
     """Encoded image bytes decoded as ``classify`` decodes a file that holds them (grey; a large JPEG
     reduced to the side its mode's analysis works at), so that a server reads an upload as the command
-    line reads the file. One difference: where the first look finds no plain digit, a file is decoded
-    again at FINE_SIDE for a finer look (preprocess._finer_look), an upload is not. Boxes are in its pixels."""
+    line reads the file (classify ``Upload(data, pixels)`` for a digit). Boxes are in its pixels."""
     return decode_image(data, grey=True, min_side=_decode_side(number))
 
 
@@ -226,9 +234,12 @@ def _decode_side(number: bool) -> int | None:
     return None if number else WORK_SIDE
 
 
-def _finer(image: ImageLike):
-    """For a file, what decodes it again with more pixels (preprocess_digit's finer look at small writing)."""
-    if isinstance(image, (str, os.PathLike)):
+def _finer(image: ImageLike, pixels: np.ndarray, shape: tuple[int, int] | None):
+    """What decodes a file or an upload again with FINE_SIDE pixels or more when it was decoded reduced
+    (preprocess_digit's finer look at small writing), or None. An upload's boxes stay in its first pixels."""
+    if isinstance(image, Upload) and max(pixels.shape[:2]) < FINE_SIDE:
+        return lambda: (decode_image(image.data, grey=True, min_side=FINE_SIDE), pixels.shape[:2])
+    if isinstance(image, (str, os.PathLike)) and pixels.shape[:2] != shape:
         return lambda: read_image_sized(image, grey=True, min_side=FINE_SIDE)
     return None
 
@@ -238,6 +249,8 @@ def _load(image: ImageLike, number: bool = False) -> tuple[np.ndarray, tuple[int
     (None for an array). ``number``: decoded for reading numbers (``_decode_side``)."""
     if isinstance(image, np.ndarray):
         return image, None
+    if isinstance(image, Upload):
+        return image.pixels, None
     if isinstance(image, (str, os.PathLike)):
         # The analysis of digits and numbers uses luminance only.
         return read_image_sized(image, grey=True, min_side=_decode_side(number))

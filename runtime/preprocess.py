@@ -227,8 +227,8 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     ``input_shape``: (H, W) of the full-size image when ``image`` was decoded
     reduced (``imageio.read_image_sized`` with ``min_side=WORK_SIDE``): the
     box is then given in its pixels. ``finer``: returns the image decoded
-    again with FINE_SIDE pixels or more and its (H, W), for the finer look
-    (``_finer_look``) when ``image`` has fewer.
+    again with FINE_SIDE pixels or more, and the (H, W) its boxes are to be
+    given in, when ``image`` was decoded with fewer (for ``_finer_look``).
     """
     image = to_uint8(image)
     passthrough = mnist_passthrough(image, size)
@@ -268,7 +268,7 @@ def _finer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | Non
     ZOOM times larger or more than the first look (``scale`` working pixels per input pixel); None when that
     does not apply or finds none."""
     shape = input_shape or image.shape[:2]
-    if finer is not None and max(image.shape[:2]) < min(FINE_SIDE, max(shape)):
+    if finer is not None:
         image, input_shape = finer()
     if working_scale(*image.shape[:2], FINE_SIDE) * image.shape[1] / shape[1] < ZOOM * scale:
         return None

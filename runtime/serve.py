@@ -44,7 +44,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from . import DigitClassifier, NoDigitFound, RuntimeInputError, decode_upload
+from . import DigitClassifier, NoDigitFound, RuntimeInputError, Upload, decode_upload
 from .results import digit_json, number_json
 
 log = logging.getLogger("runtime.serve")
@@ -165,7 +165,7 @@ class Reader:
         try:
             if number:
                 return number_json(self.classifier.read_number(image)), size
-            return digit_json(self.classifier.classify_one(image), boxes), size
+            return digit_json(self.classifier.classify_one(Upload(data, image)), boxes), size
         except NoDigitFound as e:
             raise Problem(422, "no_digit", str(e)) from None
         except RuntimeInputError as e:

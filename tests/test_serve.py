@@ -105,6 +105,18 @@ def test_digit_answers_equal_the_cli(server, photos, http):
         assert w > 0 and h > 0 and {k: boxed[k] for k in expected if k != "path"} == strip_path(expected)
 
 
+def test_a_small_digit_in_a_big_upload_is_found_as_in_the_file(server, mnist_test, paper_photo, encode, http):
+    """A digit 3% of a 3200x2400 page: the upload, decoded at 1/8 for single digits, is decoded again with more
+    pixels for the finer look, as the command line decodes the file again; the box stays in the first pixels."""
+    images, labels = mnist_test
+    data = encode(paper_photo(images[0], size=(2400, 3200), frac=0.03, centre=(0.7, 0.3), gradient=0.1), ".jpg")
+    status, body, headers = http.post(server + "/v1/digit?boxes=1", data, "image/jpeg")
+    assert status == 200 and body["digit"] == str(labels[0]), body
+    assert headers["X-Image-Size"] == "400x300"
+    x, y, w, h = body["box"]
+    assert abs(x + w / 2 - 280) < 5 and abs(y + h / 2 - 90) < 5
+
+
 def test_number_answers_equal_the_cli_raw_and_multipart(server, photos, http):
     for path, _label, expected in photos["number"]:
         status, body, headers = http.post(server + "/v1/number", path.read_bytes())
