@@ -47,6 +47,7 @@ from train.synth_photos import Sample, generate_set
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL_GROUP = "small (5-12% of a frame >= 800px)"
+TIGHT_GROUP = "tight crops (0-10% margins)"
 FLOORS = {"single_digit_accuracy": 0.97, "number_exact_match": 0.96, "touching": 0.93, "tiny (<200px)": 0.80,
           "overlapping 10-20%": 0.90, "clean_rows": 0.99}
 
@@ -121,14 +122,14 @@ def run_digits(clf: DigitClassifier, paths: list[Path], samples: list[Sample], b
         outcomes = clf.classify(paths[i:i + batch])
         for s, outcome in zip(samples[i:i + batch], outcomes):
             ok = outcome.ok and outcome.result.label == s.label
-            if not s.meta.get("small"):  # the small set is a condition of its own, outside the main figure
+            if not _apart(s):  # the small and tight sets are conditions of their own, outside the main figure
                 failures += not outcome.ok
                 correct += ok
             for group in _groups(s):
                 per_group[group][0] += ok
                 per_group[group][1] += 1
     seconds = time.perf_counter() - start
-    n = sum(not s.meta.get("small") for s in samples)
+    n = sum(not _apart(s) for s in samples)
     return {"accuracy": correct / max(1, n), "n": n, "no_digit_found": failures,
             "seconds": seconds, "by_condition": {k: round(v[0] / v[1], 4) for k, v in sorted(per_group.items())},
             "by_condition_n": {k: v[1] for k, v in sorted(per_group.items())}}
@@ -146,7 +147,7 @@ def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) 
         for group in [*_kind(s), *_groups(s)]:
             per_group[group][0] += ok
             per_group[group][1] += 1
-        if s.meta.get("small"):  # a condition of its own, outside the figures of all sets
+        if _apart(s):  # a condition of its own, outside the figures of all sets
             continue
         failures += reading == ""
         correct += ok
@@ -155,7 +156,7 @@ def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) 
         digits_total += len(s.label)
     seconds = time.perf_counter() - start
     standard = per_group.get("standard rows", [0, 0])
-    n = sum(not s.meta.get("small") for s in samples)
+    n = sum(not _apart(s) for s in samples)
     return {"exact_match": standard[0] / max(1, standard[1]), "n": standard[1],
             "all_sets_exact_match": correct / max(1, n),
             "all_sets_n": n, "no_digit_found": failures,
@@ -166,8 +167,8 @@ def run_numbers(clf: DigitClassifier, paths: list[Path], samples: list[Sample]) 
 
 def _kind(s: Sample) -> list[str]:
     """The number's set: the standard rows (and whether two of their digits touch), the rows whose digits
-    overlap by 10-20% of their width, the rows on ruled paper, or the small ones."""
-    if s.meta.get("small"):
+    overlap by 10-20% of their width, the rows on ruled paper, or the small or tight ones."""
+    if _apart(s):
         return []  # _groups names it
     if s.meta.get("overlapping"):
         return ["overlapping 10-20%"]
@@ -193,9 +194,16 @@ def run_clean_rows(clf: DigitClassifier, images: np.ndarray, labels: np.ndarray,
     return {"exact_match": right / rows, "n": rows, "digits_per_row": count}
 
 
+def _apart(s: Sample) -> bool:
+    """Whether ``s`` belongs to a set reported as a condition of its own (small or tight), outside the main figures."""
+    return bool(s.meta.get("small") or s.meta.get("tight"))
+
+
 def _groups(s: Sample) -> list[str]:
     if s.meta.get("small"):
         return [SMALL_GROUP]
+    if s.meta.get("tight"):
+        return [TIGHT_GROUP]
     w, h = s.meta["size"]
     size = "tiny (<200px)" if max(w, h) < 200 else "large (>=1000px)" if max(w, h) >= 1000 else "medium"
     return [f"pen:{s.meta['pen']}", "chalkboard" if s.meta["chalk"] else "paper", size]
@@ -395,6 +403,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", type=int, default=None,
                    help="digit photos and number photos with the writing 5-12%% of a big frame's height (default "
                         "numbers/4 of each)")
+    p.add_argument("--tight", type=int, default=None,
+                   help="digit photos and number photos cut to the writing with 0-10%% margins (default numbers/4 of "
+                        "each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default=None, help="ONNX model (default: the shipped INT8 model)")
     p.add_argument("--reader", default=None, help="row-reader ONNX model (default: the shipped reader)")
@@ -409,6 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     n_overlapping = args.overlapping if args.overlapping is not None else n_numbers // 2
     n_ruled = args.ruled if args.ruled is not None else n_numbers // 4
     n_small = args.small if args.small is not None else n_numbers // 4
+    n_tight = args.tight if args.tight is not None else n_numbers // 4
     n_digits = 0 if args.numbers_only else args.n
 
     clf = DigitClassifier(args.model, threads=args.threads, reader=args.reader)
@@ -417,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.perf_counter()
     samples = generate_set(images, labels, n_digits, n_numbers, seed=args.seed, n_overlapping=n_overlapping,
-                           n_ruled=n_ruled, n_small=n_small)
+                           n_ruled=n_ruled, n_small=n_small, n_tight=n_tight)
     print(f"generated {len(samples)} photos in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     digit_samples = [s for s in samples if s.kind == "digit"]
     number_samples = [s for s in samples if s.kind == "number"]
@@ -428,7 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         paths = write_files(samples, directory, args.seed)
         digit_paths = [p for p, s in zip(paths, samples) if s.kind == "digit"]
         number_paths = [p for p, s in zip(paths, samples) if s.kind == "number"]
-        standard = [i for i, s in enumerate(digit_samples) if not s.meta.get("small")]
+        standard = [i for i, s in enumerate(digit_samples) if not _apart(s)]
         results = {
             "model": {"path": str(clf.info.path), "precision": clf.info.precision,
                       "test_accuracy": clf.info.metadata.get("test_accuracy", "?"), "providers": clf.providers,

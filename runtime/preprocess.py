@@ -32,13 +32,14 @@ board, noise, blur and other marks. The steps here undo that:
 Writing a few percent of a big photo gets two more looks: the whole image
 at twice the working size when the first look finds no plain digit
 (``_finer_look``), then the part around a small digit (``_closer_look``).
+A tight crop of a digit gets one in a frame of its own paper (``framed``).
 
 Only numpy and OpenCV; every size comes from the model's metadata
 (``size``), the 20/28 box ratio is the MNIST convention of the contract.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -69,6 +70,17 @@ FINE_FILL = 0.6
 FINE_EDGE_BELOW = 120
 FINE_RATIO = 0.8
 FINE_GATE = 0.15
+# A digit cropped tightly leaves too little paper around it for the backgrounds above (a wide median over a
+# frame the strokes fill is ink), and pieces of it are taken for the digit. When the first look finds no digit,
+# or a mark spanning FRAMED_SPAN of the frame, or the classifier reads its crop unsurely (``unsure``), the image is
+# read again framed in FRAME_MARGIN of its short side of its own paper colour, and the classifier keeps the surer
+# reading (an alternative). The mark found there must span FRAMED_SPAN of the frame and peak at FRAMED_LEAST_PEAK
+# or more: framed noise or blank paper is a faint mark the frame's size. Photo seeds 1-2 (docs/EXPERIMENTS.md):
+# 578 crops of their digits with margins of 0-10% of the digit's height 515 -> 548 read right, the usual 1,200
+# photos 1,174 -> 1,174; it fires on 10% of those (classifier.UNSURE).
+FRAMED_SPAN = 0.8
+FRAMED_LEAST_PEAK = 0.5
+FRAME_MARGIN = 0.4
 BG_SCALE = 4  # polarity is judged at 1/BG_SCALE of the working size
 POLARITY_KERNEL_FRAC = 0.3  # median window for the polarity decision, fraction of the short side
 WIDE_KERNEL_FRAC = 0.5  # first background window, fraction of the short side (> 2x thickest stroke)
@@ -218,7 +230,7 @@ class DigitCrop:
 
 
 def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, int] | None = None,
-                     finer=None) -> DigitCrop:
+                     finer=None, unsure=None) -> DigitCrop:
     """Find the one digit in ``image`` and return it MNIST-style.
 
     ``image``: any array ``imageio.to_uint8`` accepts. Raises
@@ -229,6 +241,8 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     box is then given in its pixels. ``finer``: returns the image decoded
     again with FINE_SIDE pixels or more, and the (H, W) its boxes are to be
     given in, when ``image`` was decoded with fewer (for ``_finer_look``).
+    ``unsure``: tells whether a crop reads unsurely (the classifier's judge), which earns it a look in
+    a frame of paper too (``_framed_look``).
     """
     image = to_uint8(image)
     passthrough = mnist_passthrough(image, size)
@@ -241,14 +255,68 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     except NoDigitFound as e:
         analysis, crop, digit, missing = None, None, None, e
     doubt = "none" if digit is None else _doubt(digit)
+    fine = None
     if doubt and _contrasted_inside(first):  # else blank paper, mostly: spared a second look
         fine = _finer_look(image, size, input_shape, finer, first.scale)
         # A faint or filled mark (a shadow; a 1 fills its box too) is only traded for a more contrasted one.
         if fine is not None and (doubt != "faint" or fine.digit.peak > FINE_RATIO * digit.peak):
             image, input_shape, analysis, crop = fine.image, fine.input_shape, fine.analysis, fine.crop
+        else:
+            fine = None
+    if crop is not None:
+        crop = _closer_look(image, size, input_shape, analysis.scale, crop) or crop
+    # Small writing the finer look found is no tight crop.
+    if fine is None and (_tight(first, digit) or (unsure is not None and unsure(crop))):
+        look = _framed_look(image, size, input_shape)
+        if look is not None:
+            crop = look if crop is None else replace(crop, alternatives=(*crop.alternatives, look, *look.alternatives))
     if crop is None:
         raise missing
-    return _closer_look(image, size, input_shape, analysis.scale, crop) or crop
+    return crop
+
+
+def _tight(first: InkAnalysis, digit: Component | None) -> bool:
+    """Whether the first look's digit (None: none found) may come from a tight crop (see FRAMED_SPAN)."""
+    h, w = first.ink.shape
+    return digit is None or digit.h >= FRAMED_SPAN * h or digit.w >= FRAMED_SPAN * w
+
+
+def framed(image: np.ndarray, margin: float = FRAME_MARGIN) -> tuple[np.ndarray, int]:
+    """``image`` in a frame ``margin`` of its short side wide, of its median colour (its paper's, where the
+    writing covers less than half of it), and the frame's width in pixels."""
+    h, w = image.shape[:2]
+    m = max(1, round(margin * min(h, w)))
+    step = max(1, int(np.sqrt(h * w / SIGMA_SAMPLES)))  # a sample's median is the paper's as well
+    sample = image[::step, ::step].reshape(-1, 1 if image.ndim == 2 else image.shape[2])
+    paper = np.median(sample, axis=0).tolist()
+    return cv2.copyMakeBorder(image, m, m, m, m, cv2.BORDER_CONSTANT, value=paper), m
+
+
+def _framed_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | None) -> DigitCrop | None:
+    """The digit found in ``image`` framed in its own paper (``framed``); None when none is."""
+    padded, m = framed(image)
+    try:
+        analysis, crop, digit = _find_digit(padded, size, _analysis(padded, WORK_SIDE, None))
+    except NoDigitFound:
+        return None
+    # Noise and blank paper framed are a mark the frame's size too, but a faint one.
+    inner = (1 - 2 * m / np.array(padded.shape[:2])) * analysis.ink.shape
+    if digit.peak < FRAMED_LEAST_PEAK or max(digit.h / inner[0], digit.w / inner[1]) < FRAMED_SPAN:
+        return None
+    return _placed(crop, -m, -m, image, input_shape)
+
+
+def _placed(crop: DigitCrop, x0: int, y0: int, image: np.ndarray,
+            input_shape: tuple[int, int] | None) -> DigitCrop:
+    """``crop`` (and its alternatives), found in an image whose origin lies at (x0, y0) in ``image``'s pixels,
+    with its box in the input image's pixels (``input_shape``, or ``image``'s own), clipped to it."""
+    H, W = input_shape or image.shape[:2]
+    k = image.shape[1] / W  # image pixels per input pixel
+    bx, by, bw, bh = crop.box
+    x, y = min(W - 1, max(0, int((x0 + bx) / k))), min(H - 1, max(0, int((y0 + by) / k)))
+    x1, y1 = min(W, round((x0 + bx + bw) / k)), min(H, round((y0 + by + bh) / k))
+    return DigitCrop(crop.pixels, (x, y, max(1, x1 - x), max(1, y1 - y)),
+                     tuple(_placed(a, x0, y0, image, input_shape) for a in crop.alternatives))
 
 
 @dataclass
@@ -345,13 +413,7 @@ def _closer_look(image: np.ndarray, size: int, input_shape: tuple[int, int] | No
         _, closer, _ = _find_digit(part, size, _analysis(part, WORK_SIDE, None))
     except NoDigitFound:
         return None
-
-    def placed(c: DigitCrop) -> DigitCrop:  # part pixels -> input pixels
-        bx, by, bw, bh = c.box
-        box = (int((x0 + bx) / k), int((y0 + by) / k), max(1, round(bw / k)), max(1, round(bh / k)))
-        return DigitCrop(c.pixels, box, tuple(placed(a) for a in c.alternatives))
-
-    return placed(closer)
+    return _placed(closer, x0, y0, image, input_shape)
 
 
 def _digit_crop(analysis: InkAnalysis, size: int, limits: MarkLimits = FIRST_LOOK) -> tuple[DigitCrop, Component]:

@@ -1,7 +1,9 @@
 """Find the rows of digits in an image and cut each out as the row reader's input.
 
 1. The ink analysis of ``preprocess`` gives the marks (specks, paper edges,
-   shadow bands and paper texture already dropped).
+   shadow bands and paper texture already dropped). Rows that span the frame
+   (a tight crop: too little paper around the writing for its background) are
+   found again with the image framed in its own paper (``framed_rows``).
 2. Marks of one row lie side by side and overlap vertically: marks linked
    that way (and no further apart than MAX_GAP digit heights) form a row,
    which may be tilted. Several rows, or several numbers on one line, are
@@ -21,7 +23,8 @@ import cv2
 import numpy as np
 
 from .errors import NoDigitFound
-from .preprocess import Component, InkAnalysis, Working, analyse_ink, mnist_passthrough, working_scale
+from .preprocess import (FRAMED_SPAN, Component, InkAnalysis, Working, analyse_ink, framed, mnist_passthrough,
+                         working_scale)
 
 INK_HEIGHT = 24 / 32  # share of the reader's input height taken by the row's tall marks
 PAD = 8  # background columns added at both ends of a row, in reader pixels
@@ -32,6 +35,7 @@ TALL = 0.5  # marks this share of a row's tallest one set its band (shorter ones
 MAX_TILT = 20.0  # degrees
 LINES = (0.5, 0.0)  # runs over half the frame's width are lines (preprocess.without_lines): a number is wide
 WIDE_MARK = 1.5  # a mark this many times wider than tall holds several digits
+SPECK_MASS = 0.05  # marks under this share of the heaviest one's mass are specks to the row finder's height
 MAX_MARKS = 80  # the heaviest marks considered: more is texture, not writing
 MAX_ROW_WIDTH = 4096  # reader pixels: about 200 digits
 # Long side of the ink analysis' working image: 384 reads as many numbers of benchmarks.synth_photos
@@ -78,9 +82,39 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
     if passthrough is not None:  # an MNIST digit is a row of one
         return [level_row(passthrough, np.zeros(0, bool), passthrough > 0.3, 0.0, 1.0, height, image.shape[:2])]
     analysis, rows = analyse_rows(image, Working.of(image, WORK_SIDE, enlarge=ENLARGE))
+    framed_images = framed_rows(image, height) if _tight(analysis, rows) else None
+    return framed_images or _cut(image, analysis, rows, height)
+
+
+def _cut(image: np.ndarray, analysis: InkAnalysis, rows: list[list[Component]], height: int) -> list[RowImage]:
+    """The rows as reader inputs, from a closer look where they are small (``zoomed_rows``)."""
     if not rows:
         raise NoDigitFound("no number found (no ink)")
     return zoomed_rows(image, analysis, rows, height) or cut_rows(analysis, rows, height)
+
+
+def _tight(analysis: InkAnalysis, rows: list[list[Component]]) -> bool:
+    """Whether the rows span FRAMED_SPAN of the frame both ways: a tight crop (see preprocess.FRAMED_SPAN)."""
+    marks = [c for row in rows for c in row]
+    if not marks:
+        return False
+    h, w = analysis.ink.shape
+    return (max(c.y1 for c in marks) - min(c.y for c in marks) >= FRAMED_SPAN * h
+            and max(c.x1 for c in marks) - min(c.x for c in marks) >= FRAMED_SPAN * w)
+
+
+def framed_rows(image: np.ndarray, height: int) -> list[RowImage] | None:
+    """The rows of ``image`` framed in its own paper (``preprocess.framed``), in ``image``'s pixels; None when
+    that finds none."""
+    padded, m = framed(image)
+    analysis, rows = analyse_rows(padded, Working.of(padded, WORK_SIDE, enlarge=ENLARGE))
+    if not rows:
+        return None
+    images = _cut(padded, analysis, rows, height)
+    for row_image in images:  # framed pixels -> input pixels
+        row_image.to_input[:, 2] -= m
+        row_image.input_shape = image.shape[:2]
+    return images
 
 
 def cut_rows(analysis: InkAnalysis, rows: list[list[Component]], height: int) -> list[RowImage]:
@@ -139,7 +173,9 @@ def find_rows(analysis: InkAnalysis) -> list[list[Component]]:
     marks = sorted(marks, key=lambda c: -c.mass)[:MAX_MARKS]
     if not marks:
         return []
-    inner = [c for c in marks if not c.touches_border] or marks
+    # Marks off the frame's edge set the writing's height (a paper edge touches it), unless only specks are off
+    # it: a number touching a tight crop's edge, among a few specks.
+    inner = [c for c in marks if not c.touches_border and c.mass >= SPECK_MASS * marks[0].mass] or marks
     heavy = max(c.mass for c in inner)
     ref_h = max(c.h for c in inner if c.mass >= 0.2 * heavy)
     # Flat dashes (an underline, a ruled line's piece, a shadow's rim) and what is far taller than

@@ -94,6 +94,27 @@ def test_a_small_number_in_a_big_frame_is_read_from_a_closer_look(reader, mnist)
         assert 576 <= y and y + h <= 624 and 40 <= x and x + w <= 40 + len(picks) * 32 * 48 / 28
 
 
+def test_a_bold_number_cropped_tightly_is_read(reader, mnist):
+    """Marker digits cut out with 3 px of paper around them: framed in their own paper (rows.framed_rows) 19 of
+    these 20 read right, 16 before; the boxes lie in the crop's pixels."""
+    images, labels = mnist
+    right = 0
+    for k in range(20):
+        picks = list(range(5 * k, 5 * k + 5))
+        bold = cv2.erode(paper_row(images, picks, gap=2), np.ones((9, 9), np.uint8))
+        ys, xs = np.nonzero(bold < 150)
+        crop = bold[max(0, ys.min() - 3):ys.max() + 4, max(0, xs.min() - 3):xs.max() + 4]
+        try:
+            reading = reader.read([crop])[0]
+        except NoDigitFound:
+            continue
+        right += reading.number == label_of(labels, picks)
+        for d in reading.digits:
+            x, y, w, h = d.box
+            assert 0 <= x and 0 <= y and x + w <= crop.shape[1] and y + h <= crop.shape[0]
+    assert right >= 18
+
+
 def test_two_rows_are_read_top_to_bottom(reader, mnist):
     images, labels = mnist
     # The first seven test digits. (Digits 7-13 were used before; digit 8, a 5 whose top stroke stands apart,

@@ -420,10 +420,12 @@ SMALL_FRAME = 800
 
 
 def generate_set(images: np.ndarray, labels: np.ndarray, n_digits: int, n_numbers: int, seed: int = 0,
-                 max_side: int = 4000, n_overlapping: int = 0, n_ruled: int = 0, n_small: int = 0) -> list[Sample]:
+                 max_side: int = 4000, n_overlapping: int = 0, n_ruled: int = 0, n_small: int = 0,
+                 n_tight: int = 0) -> list[Sample]:
     """``n_digits`` single digits, ``n_numbers`` numbers, ``n_overlapping`` numbers whose
     neighbours' strokes overlap by OVERLAPPING of their mean width, ``n_ruled`` numbers on
-    ruled paper, then ``n_small`` single digits and ``n_small`` numbers SMALL in their frames, from the
+    ruled paper, then ``n_small`` single digits and ``n_small`` numbers SMALL in their frames, then
+    ``n_tight`` single digits and ``n_tight`` numbers cut out tightly (``tight_crop``), from the
     given (MNIST test) images; sample ``i`` of each kind depends only on (seed, kind, i).
     ``max_side`` < 4000 leaves out the 4000x3000 photos and caps sizes."""
     out = []
@@ -456,7 +458,29 @@ def generate_set(images: np.ndarray, labels: np.ndarray, n_digits: int, n_number
         rng = np.random.default_rng([seed, 5, i])
         ks = rng.integers(len(images), size=int(rng.integers(3, 7)))
         out.append(make_number(rng, [images[k] for k in ks], [labels[k] for k in ks], max_side, small=True))
+    for i in range(n_tight):
+        rng = np.random.default_rng([seed, 6, i])
+        k = int(rng.integers(len(images)))
+        out.append(tight_crop(rng, make_digit(rng, images[k], labels[k], max_side)))
+    for i in range(n_tight):
+        rng = np.random.default_rng([seed, 7, i])
+        ks = rng.integers(len(images), size=int(rng.integers(3, 7)))
+        out.append(tight_crop(rng, make_number(rng, [images[k] for k in ks], [labels[k] for k in ks], max_side)))
     return out
+
+
+TIGHT_MARGIN = 0.1  # tight crops keep 0 to this share of the writing's height as margin on each side
+
+
+def tight_crop(rng: np.random.Generator, sample: Sample) -> Sample:
+    """``sample`` cut to its writing's box with margins of 0-TIGHT_MARGIN of its height on each side, as a
+    user crops a photo around the writing."""
+    x, y, w, h = sample.meta["box"]
+    H, W = sample.image.shape[:2]
+    top, bottom, left, right = (int(m) for m in rng.uniform(0, TIGHT_MARGIN, 4) * h)
+    x0, y0, x1, y1 = max(0, x - left), max(0, y - top), min(W, x + w + right), min(H, y + h + bottom)
+    meta = {**sample.meta, "size": [x1 - x0, y1 - y0], "box": [x - x0, y - y0, w, h], "tight": True}
+    return Sample(np.ascontiguousarray(sample.image[y0:y1, x0:x1]), sample.label, sample.kind, meta)
 
 
 def main() -> None:  # write a few samples to look at
