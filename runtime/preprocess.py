@@ -255,8 +255,9 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     except NoDigitFound as e:
         analysis, crop, digit, missing = None, None, None, e
     doubt = "none" if digit is None else _doubt(digit)
+    contrasted = _contrasted_inside(first)  # else blank paper, mostly: spared a second look for nothing found
     fine = None
-    if doubt and _contrasted_inside(first):  # else blank paper, mostly: spared a second look
+    if doubt and contrasted:
         fine = _finer_look(image, size, input_shape, finer, first.scale)
         # A faint or filled mark (a shadow; a 1 fills its box too) is only traded for a more contrasted one.
         if fine is not None and (doubt != "faint" or fine.digit.peak > FINE_RATIO * digit.peak):
@@ -266,7 +267,7 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     if crop is not None:
         crop = _closer_look(image, size, input_shape, analysis.scale, crop) or crop
     # Small writing the finer look found is no tight crop.
-    if fine is None and (_tight(first, digit) or (unsure is not None and unsure(crop))):
+    if fine is None and (_tight(first, digit, contrasted) or (crop is not None and unsure and unsure(crop))):
         look = _framed_look(image, size, input_shape)
         if look is not None:
             crop = look if crop is None else replace(crop, alternatives=(*crop.alternatives, look, *look.alternatives))
@@ -275,10 +276,11 @@ def preprocess_digit(image: np.ndarray, size: int = 28, input_shape: tuple[int, 
     return crop
 
 
-def _tight(first: InkAnalysis, digit: Component | None) -> bool:
-    """Whether the first look's digit (None: none found) may come from a tight crop (see FRAMED_SPAN)."""
+def _tight(first: InkAnalysis, digit: Component | None, contrasted: bool) -> bool:
+    """Whether the first look's digit may come from a tight crop (see FRAMED_SPAN); when it found none, whether
+    its ink was ``contrasted`` (``_contrasted_inside``)."""
     h, w = first.ink.shape
-    return digit is None or digit.h >= FRAMED_SPAN * h or digit.w >= FRAMED_SPAN * w
+    return contrasted if digit is None else digit.h >= FRAMED_SPAN * h or digit.w >= FRAMED_SPAN * w
 
 
 def framed(image: np.ndarray, margin: float = FRAME_MARGIN) -> tuple[np.ndarray, int]:

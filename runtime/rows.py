@@ -23,8 +23,16 @@ import cv2
 import numpy as np
 
 from .errors import NoDigitFound
-from .preprocess import (FRAMED_SPAN, Component, InkAnalysis, Working, analyse_ink, framed, mnist_passthrough,
-                         working_scale)
+from .preprocess import (
+    FRAMED_SPAN,
+    Component,
+    InkAnalysis,
+    Working,
+    analyse_ink,
+    framed,
+    mnist_passthrough,
+    working_scale,
+)
 
 INK_HEIGHT = 24 / 32  # share of the reader's input height taken by the row's tall marks
 PAD = 8  # background columns added at both ends of a row, in reader pixels
@@ -35,7 +43,6 @@ TALL = 0.5  # marks this share of a row's tallest one set its band (shorter ones
 MAX_TILT = 20.0  # degrees
 LINES = (0.5, 0.0)  # runs over half the frame's width are lines (preprocess.without_lines): a number is wide
 WIDE_MARK = 1.5  # a mark this many times wider than tall holds several digits
-SPECK_MASS = 0.05  # marks under this share of the heaviest one's mass are specks to the row finder's height
 MAX_MARKS = 80  # the heaviest marks considered: more is texture, not writing
 MAX_ROW_WIDTH = 4096  # reader pixels: about 200 digits
 # Long side of the ink analysis' working image: 384 reads as many numbers of benchmarks.synth_photos
@@ -173,9 +180,7 @@ def find_rows(analysis: InkAnalysis) -> list[list[Component]]:
     marks = sorted(marks, key=lambda c: -c.mass)[:MAX_MARKS]
     if not marks:
         return []
-    # Marks off the frame's edge set the writing's height (a paper edge touches it), unless only specks are off
-    # it: a number touching a tight crop's edge, among a few specks.
-    inner = [c for c in marks if not c.touches_border and c.mass >= SPECK_MASS * marks[0].mass] or marks
+    inner = [c for c in marks if not c.touches_border] or marks
     heavy = max(c.mass for c in inner)
     ref_h = max(c.h for c in inner if c.mass >= 0.2 * heavy)
     # Flat dashes (an underline, a ruled line's piece, a shadow's rim) and what is far taller than

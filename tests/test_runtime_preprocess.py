@@ -288,13 +288,6 @@ def test_a_small_digit_in_a_big_jpeg_is_decoded_again_for_the_finer_look(mnist, 
     assert abs(x + w / 2 - 2240) < 36 and abs(y + h / 2 - 720) < 36
 
 
-def _tight_crop(image: np.ndarray, ink: np.ndarray, margins) -> np.ndarray:
-    """``image`` cut to the box of ``ink`` with the given (top, bottom, left, right) margins in pixels."""
-    ys, xs = np.nonzero(ink)
-    top, bottom, left, right = margins
-    return image[max(0, ys.min() - top):ys.max() + 1 + bottom, max(0, xs.min() - left):xs.max() + 1 + right]
-
-
 @pytest.mark.needs_model
 def test_a_bold_digit_cropped_tightly_is_read(mnist, clf):
     """A marker digit cut out with 2 px of paper around it: the backgrounds' wide windows see mostly ink, and
@@ -303,8 +296,10 @@ def test_a_bold_digit_cropped_tightly_is_read(mnist, clf):
     images, labels = mnist
     right = 0
     for i in range(100, 120):
-        digit = cv2.erode(cv2.resize(255 - images[i], (112, 112), interpolation=cv2.INTER_CUBIC), np.ones((7, 7), np.uint8))
-        crop = _tight_crop(digit, digit < 150, (2, 2, 2, 2))
+        digit = cv2.resize(255 - images[i], (112, 112), interpolation=cv2.INTER_CUBIC)
+        digit = cv2.erode(digit, np.ones((7, 7), np.uint8))  # a marker's strokes
+        ys, xs = np.nonzero(digit < 150)
+        crop = digit[max(0, ys.min() - 2):ys.max() + 3, max(0, xs.min() - 2):xs.max() + 3]
         prediction = clf.classify_one(crop)
         right += prediction.label == str(int(labels[i]))
         x, y, w, h = prediction.box
@@ -313,29 +308,21 @@ def test_a_bold_digit_cropped_tightly_is_read(mnist, clf):
 
 
 @pytest.mark.needs_model
-def test_photos_cropped_tightly_read_as_well_as_whole(mnist, clf):
-    """Digit photos from the benchmark's generator (seed 31337, never tuned on) cut to the digit's box with
-    margins of 0-10% of its height, as a user crops a photo: the old code read 69 of these, the whole photos
-    read 75."""
+def test_photos_cropped_tightly_are_read(mnist, clf):
+    """Digit photos from the benchmark's generator cut to the digit's box with margins of 0-10% of its height,
+    as a user crops a photo (synth_photos.tight_crop; seed 31337, never tuned on): 78 of these read right,
+    72 before."""
     from train.synth_photos import generate_set
 
     images, labels = mnist
-    samples = generate_set(images, labels, n_digits=80, n_numbers=0, seed=31337, max_side=800)
-    rng = np.random.default_rng(31337)
+    samples = generate_set(images, labels, n_digits=0, n_numbers=0, seed=31337, max_side=800, n_tight=80)
     right = 0
-    for s in samples:
-        x, y, w, h = s.meta["box"]
-        margins = (rng.uniform(0, 0.1, 4) * h).astype(int)
-        box = np.zeros(s.image.shape[:2], bool)
-        box[y:y + h, x:x + w] = True
-        crop = _tight_crop(s.image, box, margins)
-        if min(crop.shape[:2]) < 16:
-            continue
+    for s in (s for s in samples if s.kind == "digit"):
         try:
-            right += clf.classify_one(crop).label == s.label
-        except NoDigitFound:
+            right += clf.classify_one(s.image).label == s.label
+        except (NoDigitFound, RuntimeInputError):  # a crop a few pixels wide is too small to read
             pass
-    assert right >= 73
+    assert right >= 76
 
 
 def test_a_big_faint_mark_does_not_outweigh_the_inked_digit(mnist, paper_photo):
