@@ -81,6 +81,18 @@ def test_batches_split_over_processes_without_gaps_or_repeats():
         distributed.steps_per_epoch(100, 2, distributed.World(0, 4))
 
 
+def test_more_processes_than_gpus_stops_every_rank(monkeypatch):
+    """Rank 0 has a GPU but must stop too: it would otherwise wait for rank 1 in the rendezvous (a hang on one GPU)."""
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    world = distributed.from_env({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "2"})
+    with pytest.raises(ValueError, match="2 processes on this node and 1 GPU"):
+        distributed.device_for(world, torch.device("cuda"))
+    distributed.check_gpus(4, torch.device("cpu"))  # CPU processes need no GPU
+    two_nodes = distributed.from_env({"RANK": "1", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1"})
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: None)
+    assert distributed.device_for(two_nodes, torch.device("cuda")) == torch.device("cuda", 0)
+
+
 # Trains with BatchNorm replaced by Identity and no dropout: each process's
 # BatchNorm normalises with its own half of the batch, so only without it are
 # two processes at batch B the same computation as one at batch 2B.

@@ -12,7 +12,7 @@ from .files import sigterm_as_interrupt
 from .idx import DATASETS, DataError
 from .models import ARCHS
 from .reader import train_reader
-from .trainer import Interrupted, train
+from .trainer import Interrupted, pick_device, train
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -120,6 +120,11 @@ def main(argv=None) -> int:
     if args.nproc != 1:
         if args.nproc < 1 or "WORLD_SIZE" in os.environ:
             print(f"error: --nproc {args.nproc}: give 1 or more, and leave it out under torchrun", file=sys.stderr)
+            return 1
+        try:  # before any process starts: torchrun would report a failed rank, not why
+            distributed.check_gpus(args.nproc, pick_device(args.device))
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
             return 1
         return distributed.launch(args.nproc, without_nproc(argv))
     world = distributed.from_env()  # this process's rank under torchrun

@@ -36,6 +36,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    local_size: int = 1  # processes on this node
 
     @property
     def main(self) -> bool:
@@ -50,18 +51,27 @@ class World:
 def from_env(environ=os.environ) -> World:
     """This process's place, from the variables torchrun sets (one process when absent)."""
     try:
-        return World(int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_RANK", 0)))
+        size = int(environ.get("WORLD_SIZE", 1))
+        return World(int(environ.get("RANK", 0)), size, int(environ.get("LOCAL_RANK", 0)),
+                     int(environ.get("LOCAL_WORLD_SIZE", 1)))
     except ValueError as e:
-        raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK are not integers ({e})") from None
+        raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE are not integers ({e})") from None
+
+
+def check_gpus(processes_on_node: int, device: torch.device) -> None:
+    gpus = torch.cuda.device_count()
+    if device.type == "cuda" and processes_on_node > gpus:
+        raise ValueError(f"{processes_on_node} processes on this node and {gpus} GPU(s): start at most one "
+                         "process per GPU (or train on the CPU: --device cpu)")
 
 
 def device_for(world: World, device: torch.device) -> torch.device:
     """One GPU per process: local rank i trains on cuda:i."""
     if device.type != "cuda" or not world.distributed:
         return device
-    if world.local_rank >= torch.cuda.device_count():
-        raise ValueError(f"local rank {world.local_rank} has no GPU ({torch.cuda.device_count()} on this node): "
-                         "start at most one process per GPU")
+    # Every rank checks the node's process count, not only its own rank: were only the ranks without a GPU to
+    # stop, the others would wait for them in the process group's rendezvous (seen on a one-GPU H200: a hang).
+    check_gpus(max(world.local_size, world.local_rank + 1), device)
     torch.cuda.set_device(world.local_rank)
     return torch.device("cuda", world.local_rank)
 

@@ -157,8 +157,9 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
         state = load_resume_state(resume_path, world)
         cfg = resumed_config(state["config"], given, cfg, resume_path)
     torch.manual_seed(cfg.seed)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    # cudnn.benchmark stays off: autotuning each new batch shape (the first, the last of an epoch, the evaluation
+    # batches) cost more than it saved for models this small (fast recipe on an H200: 6.0 s an epoch with it, 4.0
+    # without; docs/EXPERIMENTS.md).
 
     # The whole dataset lives on the training device: batches are index gathers, no loader workers.
     splits = distributed.main_first(lambda: load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download),
