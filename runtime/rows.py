@@ -44,6 +44,9 @@ MAX_TILT = 20.0  # degrees
 LINES = (0.5, 0.0)  # runs over half the frame's width are lines (preprocess.without_lines): a number is wide
 WIDE_MARK = 1.5  # a mark this many times wider than tall holds several digits
 MAX_MARKS = 80  # the heaviest marks considered: more is texture, not writing
+# Marks and rows under this share of the most contrasted one's peak are not writing (a shadow's rim, a stain,
+# paper texture): they are never kept as rows, nor set the height and weight that writing is judged by.
+FAINT = 0.55
 MAX_ROW_WIDTH = 4096  # reader pixels: about 200 digits
 # Long side of the ink analysis' working image: 384 reads as many numbers of benchmarks.synth_photos
 # seeds 1-2 as 512 (160 and 159 of 210) in 0.56x the pixels; 320 (also 159) splits a 30-digit row
@@ -180,7 +183,11 @@ def find_rows(analysis: InkAnalysis) -> list[list[Component]]:
     marks = sorted(marks, key=lambda c: -c.mass)[:MAX_MARKS]
     if not marks:
         return []
-    inner = [c for c in marks if not c.touches_border] or marks
+    # The reference height comes from contrasted marks alone: a large faint shadow or smudge would
+    # otherwise make a small number in a big frame look like specks beside it.
+    top_peak = max(c.peak for c in marks)
+    contrasted = [c for c in marks if c.peak >= FAINT * top_peak]
+    inner = [c for c in contrasted if not c.touches_border] or contrasted
     heavy = max(c.mass for c in inner)
     ref_h = max(c.h for c in inner if c.mass >= 0.2 * heavy)
     # Flat dashes (an underline, a ruled line's piece, a shadow's rim) and what is far taller than
@@ -190,10 +197,11 @@ def find_rows(analysis: InkAnalysis) -> list[list[Component]]:
             for group in _linked(marks)]
     if not rows:
         return []
-    top_h, top_mass, top_peak = (max(r[k] for r in rows) for k in (1, 2, 3))
-    # Rows written with another pen than the strongest (much fainter: a shadow's rim, a stain, paper
-    # texture), or of much smaller or lighter marks (specks), are not rows of digits.
-    keep = [g for g, t, m, p in rows if t >= 0.5 * top_h and m >= 0.1 * top_mass and p >= 0.55 * top_peak]
+    top_peak = max(r[3] for r in rows)
+    top_h, top_mass = (max(r[k] for r in rows if r[3] >= FAINT * top_peak) for k in (1, 2))
+    # Rows written with another pen than the strongest (much fainter), or of much smaller or lighter
+    # marks than the strongest rows (specks), are not rows of digits.
+    keep = [g for g, t, m, p in rows if t >= 0.5 * top_h and m >= 0.1 * top_mass and p >= FAINT * top_peak]
     return sorted(keep, key=lambda g: (round(min(c.y for c in g) / (0.5 * top_h)), min(c.x for c in g)))
 
 
