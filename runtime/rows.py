@@ -97,9 +97,12 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
 
 
 def _cut(image: np.ndarray, analysis: InkAnalysis, rows: list[list[Component]], height: int) -> list[RowImage]:
-    """The rows as reader inputs, from a closer look where they are small (``zoomed_rows``)."""
+    """The rows as reader inputs, from a closer look where they are small (``zoomed_rows``). A row whose marks
+    all touch the frame's edge (a table's or the paper's edge, a dark corner, writing cut off) is left out while
+    another row lies inside the frame."""
     if not rows:
         raise NoDigitFound("no number found (no ink)")
+    rows = [row for row in rows if not all(c.touches_border for c in row)] or rows
     return zoomed_rows(image, analysis, rows, height) or cut_rows(analysis, rows, height)
 
 
