@@ -92,7 +92,7 @@ def find_row_images(image: np.ndarray, height: int) -> list[RowImage]:
     if passthrough is not None:  # an MNIST digit is a row of one
         return [level_row(passthrough, np.zeros(0, bool), passthrough > 0.3, 0.0, 1.0, height, image.shape[:2])]
     analysis, rows = analyse_rows(image, Working.of(image, WORK_SIDE, enlarge=ENLARGE))
-    framed_images = framed_rows(image, height) if _tight(analysis, rows) else None
+    framed_images = framed_rows(image, height, analysis.polarity) if _tight(analysis, rows) else None
     return framed_images or _cut(image, analysis, rows, height)
 
 
@@ -116,11 +116,12 @@ def _tight(analysis: InkAnalysis, rows: list[list[Component]]) -> bool:
             and max(c.x1 for c in marks) - min(c.x for c in marks) >= FRAMED_SPAN * w)
 
 
-def framed_rows(image: np.ndarray, height: int) -> list[RowImage] | None:
+def framed_rows(image: np.ndarray, height: int, polarity: str) -> list[RowImage] | None:
     """The rows of ``image`` framed in its own paper (``preprocess.framed``), in ``image``'s pixels; None when
-    that finds none."""
+    that finds none. The frame adds no ink: the ``polarity`` found in ``image`` stays (decided again, a frame of
+    the median colour beside paper under uneven light made its lighter half read as light ink)."""
     padded, m = framed(image)
-    analysis, rows = analyse_rows(padded, Working.of(padded, WORK_SIDE, enlarge=ENLARGE))
+    analysis, rows = analyse_rows(padded, Working.of(padded, WORK_SIDE, enlarge=ENLARGE), polarity)
     if not rows:
         return None
     images = _cut(padded, analysis, rows, height)
@@ -139,9 +140,11 @@ def cut_rows(analysis: InkAnalysis, rows: list[list[Component]], height: int) ->
     return images
 
 
-def analyse_rows(image: np.ndarray, working: Working) -> tuple[InkAnalysis, list[list[Component]]]:
-    """The ink analysis of ``image`` and its rows; with the other polarity when the first finds none."""
-    analysis = analyse_ink(image, lines=LINES, working=working)
+def analyse_rows(image: np.ndarray, working: Working,
+                 polarity: str | None = None) -> tuple[InkAnalysis, list[list[Component]]]:
+    """The ink analysis of ``image`` and its rows; with the other polarity when the first finds none (unless
+    ``polarity`` is given)."""
+    analysis = analyse_ink(image, polarity, lines=LINES, working=working)
     rows = find_rows(analysis)
     if not rows and analysis.doubt is not None:
         analysis = analyse_ink(image, analysis.doubt, lines=LINES, working=analysis.working)
