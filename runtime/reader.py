@@ -33,9 +33,10 @@ ALL_PHASES = True
 # A digit read below this confidence is dropped: the reader is unsure there is a digit at all
 # (a speck, a scribble's loop). 0 keeps every digit.
 MIN_CONFIDENCE = 0.3
-# Rows besides an image's heaviest one count only when read this surely (mean digit confidence): a
-# shadow's rim, a stain or paper texture found as a row of its own must not add a digit to the number.
-OTHER_ROW_CONFIDENCE = 0.8
+# Rows count only when read this surely (mean digit confidence); when none of an image's rows is, its heaviest
+# row is read. A shadow's rim, a stain, paper texture or a table's edge found as a row of its own (heavier than the
+# number, at times) must not add digits to the number.
+SURE_ROW = 0.8
 
 
 class NumberReader:
@@ -84,9 +85,11 @@ class NumberReader:
                 for j, k in enumerate(chunk):
                     digits[k] = self.best_phase([probs[j + shift * len(chunk)] for shift in range(self.phases)],
                                                 flat[k][1])
+        sure = {k for k, found in digits.items() if found and np.mean([d.confidence for d in found]) >= SURE_ROW}
+        images_with_sure_rows = {flat[k][0] for k in sure}
         readings = [NumberReading() for _ in images]
         for k, (i, row) in enumerate(flat):
-            if digits[k] and (row.main or np.mean([d.confidence for d in digits[k]]) >= OTHER_ROW_CONFIDENCE):
+            if k in sure or (digits[k] and row.main and i not in images_with_sure_rows):
                 for d in digits[k]:
                     d.row = len(readings[i].rows)
                 readings[i].rows.append(digits[k])
