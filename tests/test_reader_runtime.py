@@ -94,14 +94,16 @@ def test_a_small_number_in_a_big_frame_is_read_from_a_closer_look(reader, mnist)
         assert 576 <= y and y + h <= 624 and 40 <= x and x + w <= 40 + len(picks) * 32 * 48 / 28
 
 
-def small_number(mnist, seed: int, i: int):
-    """Small number ``i`` of ``synth_photos.generate_set(seed=seed, n_small=...)``, made alone."""
-    from train.synth_photos import make_number
+def synth_number(mnist, seed: int, i: int, tight: bool = False):
+    """Small number ``i`` of ``synth_photos.generate_set(seed=seed, n_small=...)`` (``tight``: its tight crop of a
+    number ``i``, ``n_tight=...``), made alone."""
+    from train.synth_photos import make_number, tight_crop
 
     images, labels = mnist
-    rng = np.random.default_rng([seed, 5, i])  # generate_set's stream for small numbers
+    rng = np.random.default_rng([seed, 7 if tight else 5, i])  # generate_set's streams for these sets
     ks = rng.integers(len(images), size=int(rng.integers(3, 7)))
-    return make_number(rng, [images[k] for k in ks], [labels[k] for k in ks], small=True)
+    sample = make_number(rng, [images[k] for k in ks], [labels[k] for k in ks], small=not tight)
+    return tight_crop(rng, sample) if tight else sample
 
 
 def numbers_read_right(reader, samples) -> int:
@@ -118,14 +120,14 @@ def test_a_faint_shadow_does_not_hide_a_small_number(reader, mnist):
     """Small numbers of the tuning seeds 11 and 12 in frames where a large faint shadow or smudge set the height
     and weight the writing was judged by: before rows.FAINT all 7 read as nothing or as one stray digit."""
     cases = [(11, 1), (11, 6), (11, 18), (12, 10), (12, 17), (12, 30), (12, 38)]
-    right = numbers_read_right(reader, [small_number(mnist, seed, i) for seed, i in cases])
+    right = numbers_read_right(reader, [synth_number(mnist, seed, i) for seed, i in cases])
     assert right >= 5, f"{right} of {len(cases)} read right"
 
 
 def test_marks_at_the_frames_edge_are_not_a_row_beside_the_number(reader, mnist):
     """Small numbers of tuning seed 11 that came back with a second row read from marks at or near the frame's
     edge ("93722 42", "578 700"; read unsurely, heavier than the number: "348356 70", "928 775377")."""
-    assert numbers_read_right(reader, [small_number(mnist, 11, i) for i in (9, 34, 24, 35)]) == 4
+    assert numbers_read_right(reader, [synth_number(mnist, 11, i) for i in (9, 34, 24, 35)]) == 4
 
 
 def test_a_bold_number_cropped_tightly_is_read(reader, mnist):
@@ -152,13 +154,8 @@ def test_a_bold_number_cropped_tightly_is_read(reader, mnist):
 def test_a_tight_crop_keeps_the_polarity_of_its_ink(reader, mnist):
     """Tight crops of numbers (synth_photos, tuning seeds 11, 13 and 14) whose framed look decided the polarity
     again and read the lighter half of unevenly lit paper as light ink ("619", "53", "269")."""
-    from train.synth_photos import make_number, tight_crop
-
-    images, labels = mnist
     for seed, i in [(11, 35), (13, 115), (14, 165)]:
-        rng = np.random.default_rng([seed, 7, i])  # generate_set's stream for tight crops of numbers
-        ks = rng.integers(len(images), size=int(rng.integers(3, 7)))
-        sample = tight_crop(rng, make_number(rng, [images[k] for k in ks], [labels[k] for k in ks]))
+        sample = synth_number(mnist, seed, i, tight=True)
         assert reader.read([sample.image])[0].number == sample.label, (seed, i)
 
 
