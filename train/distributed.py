@@ -51,8 +51,7 @@ class World:
 def from_env(environ=os.environ) -> World:
     """This process's place, from the variables torchrun sets (one process when absent)."""
     try:
-        size = int(environ.get("WORLD_SIZE", 1))
-        return World(int(environ.get("RANK", 0)), size, int(environ.get("LOCAL_RANK", 0)),
+        return World(int(environ.get("RANK", 0)), int(environ.get("WORLD_SIZE", 1)), int(environ.get("LOCAL_RANK", 0)),
                      int(environ.get("LOCAL_WORLD_SIZE", 1)))
     except ValueError as e:
         raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK/LOCAL_WORLD_SIZE are not integers ({e})") from None
