@@ -3,6 +3,7 @@ import pytest
 
 from train.data import load_splits
 from train.idx import DATA_ENV, DataError, load_split, read_idx, resolve_data_dir
+from train.styles import restyle
 
 
 def test_reads_plain_and_gzipped_alike(tmp_path, write_dataset):
@@ -106,3 +107,23 @@ def test_read_idx_rejects_wrong_ndim(tmp_path, write_idx):
     path = write_idx(tmp_path / "x", np.zeros((3, 4), np.uint8))
     with pytest.raises(DataError, match="2 dimensions, expected 3"):
         read_idx(path, 3)
+
+
+def test_styles_redraw_only_training_ones_and_sevens(mnist_dir):
+    plain = load_splits(mnist_dir, "mnist", 5000, seed=0)
+    styled = load_splits(mnist_dir, "mnist", 5000, seed=0, styles=0.5)
+    changed = (styled.train_x != plain.train_x).flatten(1).any(1)
+    ones_sevens = (plain.train_y == 1) | (plain.train_y == 7)
+    assert not changed[~ones_sevens].any()
+    assert 0.45 < changed[ones_sevens].float().mean() < 0.55
+    assert (styled.train_x.flatten(1).sum(1) >= plain.train_x.flatten(1).sum(1)).all()  # strokes added, none erased
+    assert np.array_equal(styled.val_x, plain.val_x) and np.array_equal(styled.test_x, plain.test_x)
+
+
+def test_a_crossed_seven_gains_a_short_bar(mnist_dir):
+    images, labels = load_split(mnist_dir, "train")
+    sevens = images[labels == 7][:200]
+    crossed = restyle(sevens, np.full(len(sevens), 7), share=1.0, seed=3)
+    added = (crossed.astype(int) - sevens) > 64
+    rows_with_bar = added.any(2).sum(1)  # a bar is short: it adds ink on a few rows only
+    assert np.median(rows_with_bar) <= 5 and added.any((1, 2)).mean() > 0.95

@@ -12,6 +12,7 @@ from .files import sigterm_as_interrupt
 from .idx import DATASETS, DataError
 from .models import ARCHS
 from .reader import train_reader
+from .styles import STYLES_HELP
 from .trainer import Interrupted, pick_device, train
 
 
@@ -57,6 +58,7 @@ def parser() -> argparse.ArgumentParser:
                    help="reader: files of rows cut out of photos by the runtime (python -m train.photo_rows); "
                         "their share of a batch is --photo-share")
     p.add_argument("--bend", type=float, help="reader: share of training digits bent by a smooth random field")
+    p.add_argument("--styles", type=float, help=STYLES_HELP)
     p.add_argument("--init", metavar="CHECKPOINT", help="start from this checkpoint's weights (same architecture)")
     p.add_argument("--teacher", metavar="ONNX",
                    help="distil this classifier ONNX file (e.g. runtime/models/digits-accurate-fp32.onnx): its "

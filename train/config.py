@@ -58,6 +58,7 @@ class TrainConfig:
     photo_share: float = 0.0           # of those per digit in a batch
     photo_rows: list | None = None     # reader: .npz files of rows the runtime cut from photos (docs/FORMATS.md)
     bend: float = 0.0                  # reader: share of training digits bent elastically (train/rows.py)
+    styles: float = 0.0                # share of training 1s and 7s redrawn as crossed 7s, flagged 1s (train/styles.py)
     init: str | None = None            # start from this checkpoint's weights (fine-tuning)
     teacher: str | None = None         # ONNX classifier whose soft targets the model learns (train/distill.py)
     distill: float = 0.0               # weight of the distillation loss; the label loss gets 1 - distill

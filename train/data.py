@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from .idx import DATASETS, DataError, load_split
+from .styles import restyle
 
 
 @dataclass
@@ -31,15 +32,18 @@ class Splits:
         return Splits(**moved, classes=self.classes)
 
 
-def load_splits(data_dir: Path, dataset: str, val_size: int, seed: int) -> Splits:
-    """Load train/test, and hold out ``val_size`` training images chosen by ``seed``."""
+def load_splits(data_dir: Path, dataset: str, val_size: int, seed: int, styles: float = 0.0) -> Splits:
+    """Load train/test, and hold out ``val_size`` training images chosen by ``seed``; redraw ``styles`` of the
+    training 1s and 7s in other writers' styles (train/styles.py). Validation and test stay as MNIST has them."""
     train_x, train_y = (torch.from_numpy(a.copy()) for a in load_split(data_dir, "train"))
     test_x, test_y = (torch.from_numpy(a.copy()) for a in load_split(data_dir, "test"))
     if not 0 <= val_size < len(train_x):
         raise DataError(f"{data_dir}: validation size {val_size} does not fit {len(train_x)} training images")
     perm = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))
     val_idx, train_idx = perm[:val_size], perm[val_size:]
-    return Splits(train_x[train_idx], train_y[train_idx].long(), train_x[val_idx], train_y[val_idx].long(),
+    train_y_kept = train_y[train_idx].long()
+    train_x_kept = torch.from_numpy(restyle(train_x[train_idx].numpy(), train_y_kept.numpy(), styles, seed))
+    return Splits(train_x_kept, train_y_kept, train_x[val_idx], train_y[val_idx].long(),
                   test_x, test_y.long(), DATASETS[dataset][1])
 
 

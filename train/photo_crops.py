@@ -29,6 +29,7 @@ from runtime import DigitClassifier, RuntimeInputError, preprocess_digit
 
 from .files import atomic_output
 from .idx import DATA_ENV, DataError, load_split, resolve_data_dir
+from .styles import STYLES_HELP, restyle
 from .synth_photos import make_digit
 
 CHUNK = 100  # photos per task
@@ -41,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=100)
     p.add_argument("--model", help="ONNX model that picks the polarity when in doubt (default: the shipped one)")
     p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
+    p.add_argument("--styles", type=float, default=0.0, help=STYLES_HELP)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     if args.digits < 1:
@@ -60,7 +62,8 @@ def main(argv=None) -> int:
 def make_crops(args) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     data_dir = str(resolve_data_dir(args.data_dir))
     load_split(data_dir, "train")  # fail here, not in every worker
-    tasks = [(data_dir, args.model, args.seed, lo, min(lo + CHUNK, args.digits)) for lo in range(0, args.digits, CHUNK)]
+    tasks = [(data_dir, args.model, args.seed, lo, min(lo + CHUNK, args.digits), args.styles)
+             for lo in range(0, args.digits, CHUNK)]
     with Pool(max(1, args.workers)) as pool:
         parts = list(tqdm(pool.imap(crops_of, tasks), total=len(tasks), unit="task", desc="photo crops"))
     images, labels, sources = (np.concatenate(arrays) for arrays in zip(*parts))
@@ -72,9 +75,10 @@ _worker: dict = {}  # per process: the training digits and the classifier, loade
 
 def crops_of(task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Crops of photos lo..hi: uint8 images, labels, source (0: a single digit)."""
-    data_dir, model, seed, lo, hi = task
+    data_dir, model, seed, lo, hi, styles = task
     if not _worker:
-        _worker["mnist"] = load_split(data_dir, "train")
+        digits, digit_labels = load_split(data_dir, "train")
+        _worker["mnist"] = restyle(digits, digit_labels, styles, seed), digit_labels
         _worker["clf"] = DigitClassifier(model, threads=1)
     digits, digit_labels = _worker["mnist"]
     clf = _worker["clf"]

@@ -26,6 +26,7 @@ from runtime.rows import find_row_images
 
 from .files import atomic_output
 from .idx import DATA_ENV, load_split, resolve_data_dir
+from .styles import STYLES_HELP, restyle
 from .synth_photos import make_number
 
 CHUNK = 100  # photos per task
@@ -47,12 +48,13 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=200, help="photo seed (keep it apart from the benchmark's)")
     p.add_argument("--overlapping", type=float, default=OVERLAPPING,
                    help="share of photos whose digits overlap their neighbours")
+    p.add_argument("--styles", type=float, default=0.0, help=STYLES_HELP)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--data-dir", help=f"MNIST IDX files (default: ${DATA_ENV}, then ./data/MNIST/raw)")
     args = p.parse_args(argv)
     data_dir = str(resolve_data_dir(args.data_dir))
     load_split(data_dir, "train")  # fail here, not in every worker
-    tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers), args.overlapping)
+    tasks = [(data_dir, args.seed, lo, min(lo + CHUNK, args.numbers), args.overlapping, args.styles)
              for lo in range(0, args.numbers, CHUNK)]
     with Pool(max(1, args.workers)) as pool:
         parts = list(tqdm(pool.imap(rows_of, tasks), total=len(tasks), unit="task", desc="photo rows"))
@@ -74,9 +76,10 @@ _worker: dict = {}
 
 
 def rows_of(task) -> tuple[list[np.ndarray], list[str]]:
-    data_dir, seed, lo, hi, overlapping = task
+    data_dir, seed, lo, hi, overlapping, styles = task
     if not _worker:
-        _worker["mnist"] = load_split(data_dir, "train")
+        digits, labels = load_split(data_dir, "train")
+        _worker["mnist"] = restyle(digits, labels, styles, seed), labels
     digits, labels = _worker["mnist"]
     rows, texts = [], []
     for i in range(lo, hi):

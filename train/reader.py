@@ -154,7 +154,7 @@ def train_reader(cfg: TrainConfig, resume: bool = False, given: dict | None = No
     device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     splits = load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download), cfg.dataset, cfg.val_size,
-                         cfg.seed).to(device)
+                         cfg.seed, cfg.styles).to(device)
     if cfg.train_subset:
         splits.train_x, splits.train_y = splits.train_x[:cfg.train_subset], splits.train_y[:cfg.train_subset]
     maker = RowMaker(splits.train_x, splits.train_y, bend=cfg.bend)

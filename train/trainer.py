@@ -162,8 +162,10 @@ def train_on(world: distributed.World, device: torch.device, cfg: TrainConfig, r
     # without; docs/EXPERIMENTS.md).
 
     # The whole dataset lives on the training device: batches are index gathers, no loader workers.
+    # Rank 0 first: it alone may download.
     splits = distributed.main_first(lambda: load_splits(resolve_data_dir(cfg.data_dir, cfg.dataset, cfg.download),
-                                                        cfg.dataset, cfg.val_size, cfg.seed), world).to(device)
+                                                        cfg.dataset, cfg.val_size, cfg.seed, cfg.styles),
+                                    world).to(device)
     if cfg.train_subset:
         splits.train_x, splits.train_y = splits.train_x[:cfg.train_subset], splits.train_y[:cfg.train_subset]
 
