@@ -12,6 +12,7 @@ import torch
 from train import checkpoint, trainer
 from train.__main__ import main as train_main
 from train.config import TrainConfig
+from train.data import NOT_A_DIGIT
 from train.models import build_model, count_parameters
 
 REPO = Path(__file__).resolve().parents[1]
@@ -370,7 +371,8 @@ ACCURATE_INT8 = REPO / "runtime" / "models" / "digits-accurate-int8.onnx"
 @pytest.mark.skipif(not ACCURATE_INT8.exists(), reason="no shipped accurate model")
 def test_distillation_teaches_what_the_labels_do_not(tmp_path, mnist_dir, small_config, monkeypatch):
     """With every training label scrambled, only the teacher's soft targets can make the student read digits:
-    distilled it does, trained on the labels alone it stays near chance."""
+    distilled it does, trained on the labels alone it stays near chance. The teacher is trusted only where it
+    reads the label (test below): here on the one row in ten whose scrambled label happens to be right."""
     load = trainer.load_splits
 
     def scrambled(*args, **kwargs):
@@ -381,8 +383,23 @@ def test_distillation_teaches_what_the_labels_do_not(tmp_path, mnist_dir, small_
     monkeypatch.setattr(trainer, "load_splits", scrambled)
     taught = trainer.train(small_config(tmp_path / "a", mnist_dir, teacher=str(ACCURATE_INT8), distill=1.0))
     alone = trainer.train(small_config(tmp_path / "b", mnist_dir))
-    assert alone["test_accuracy"] < 0.3 < 0.85 < taught["test_accuracy"]
+    assert alone["test_accuracy"] < 0.3 < 0.8 < taught["test_accuracy"]
     assert checkpoint.load(tmp_path / "a" / "best.pt")["train_config"]["teacher"] == str(ACCURATE_INT8)
+
+
+def test_a_digit_the_teacher_misreads_is_left_to_its_label():
+    """The distillation term counts the rows whose label the teacher reads, and the outliers; not a digit it
+    misreads (a crossed 7 taken for a 9): changing the teacher's answer there changes nothing."""
+    cfg = TrainConfig(teacher="t.onnx", distill=0.7, label_smoothing=0.1)
+    logits = torch.randn(3, 10, generator=torch.Generator().manual_seed(0))
+    y = torch.tensor([7, 3, NOT_A_DIGIT])
+    teacher = torch.zeros(3, 10)
+    teacher[0, 9] = teacher[1, 3] = 5.0  # misreads the 7, reads the 3; flat on the outlier
+    loss = trainer.batch_loss(cfg, logits, y, teacher)[0]
+    for row, changed in ((0, False), (1, True), (2, True)):
+        other = teacher.clone()
+        other[row, 4] += 3.0
+        assert torch.isclose(trainer.batch_loss(cfg, logits, y, other)[0], loss).item() is not changed
 
 
 def test_teacher_and_weight_go_together(tmp_path, mnist_dir, small_config):

@@ -51,9 +51,14 @@ class Teacher:
         return torch.from_numpy(logits).to(x.device)
 
 
-def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                      trusted: torch.Tensor | None = None) -> torch.Tensor:
     """KL(teacher || student) of the temperature-softened distributions, times T² so that its gradient
-    keeps the scale of a cross-entropy whatever the temperature (Hinton et al., 2015). Mean over rows."""
+    keeps the scale of a cross-entropy whatever the temperature (Hinton et al., 2015). Mean over the rows
+    where ``trusted`` (a float mask; default all)."""
     t = temperature
-    return F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
-                    reduction="batchmean") * t * t
+    per_row = F.kl_div(F.log_softmax(student / t, 1), F.log_softmax(teacher / t, 1), log_target=True,
+                       reduction="none").sum(1) * t * t
+    if trusted is None:
+        return per_row.mean()
+    return (per_row * trusted).sum() / trusted.sum().clamp(min=1)

@@ -329,8 +329,10 @@ def batch_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, teacher:
     cross-entropy to the uniform distribution (outlier exposure); also how
     many digits there were and how many were right. Masks, not boolean
     indexing: no host sync per step on a GPU. With ``teacher`` logits, a
-    weight ``cfg.distill`` of the loss goes to matching them on every row
-    (the teacher learnt its outliers' flat answer too)."""
+    weight ``cfg.distill`` of the loss goes to matching them on the rows it
+    reads right and on the outliers (it learnt their flat answer too): a
+    digit the teacher misreads, such as a crossed 7 (--styles) taken for a 9,
+    is left to its label."""
     digit = (y != NOT_A_DIGIT).float()
     other = 1.0 - digit
     n = digit.sum()
@@ -339,7 +341,8 @@ def batch_loss(cfg: TrainConfig, logits: torch.Tensor, y: torch.Tensor, teacher:
     flat = -F.log_softmax(logits, 1).mean(1)
     loss = loss + cfg.outlier_weight * (flat * other).sum() / other.sum().clamp(min=1)
     if teacher is not None:
-        loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(logits, teacher, cfg.temperature)
+        trusted = torch.maximum((teacher.argmax(1) == y).float(), other)
+        loss = (1 - cfg.distill) * loss + cfg.distill * distillation_loss(logits, teacher, cfg.temperature, trusted)
     return loss, n, ((logits.argmax(1) == y).float() * digit).sum()
 
 
