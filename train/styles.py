@@ -70,8 +70,9 @@ def flag_one(img: np.ndarray, rng: np.random.Generator) -> None:
     height = bottom - top + 1
     width = stroke_width(img) * rng.uniform(0.6, 0.9)
     tx = float(xs[ys == top].mean())
-    length = rng.uniform(0.2, 0.45) * height
-    angle = np.radians(rng.uniform(20, 60))  # below the horizontal
+    # Short and steep: a long flag near the horizontal is a 7's bar, and a 1 drawn so is a 7 to a reader too.
+    length = rng.uniform(0.15, 0.35) * height
+    angle = np.radians(rng.uniform(30, 65))  # below the horizontal
     _line(img, (tx, top), (tx - length * np.cos(angle), top + length * np.sin(angle)), width)
     if rng.random() < 1 / 3:
         bx = float(xs[ys == bottom].mean())
