@@ -210,7 +210,8 @@ The INT8 file is {int8['size_ratio_to_fp32']:.1%} of the FP32 file.
 ## Limits
 
 Trained on MNIST (centred, size-normalised digits from US writers) and, when `photo_crops` is set above,
-on what the runtime cut out of synthetic photos of MNIST training digits. Photos must be segmented and
+on what the runtime cut out of synthetic photos of MNIST training digits; when `styles` is set, that share of
+its 1s and 7s redrawn as flagged 1s and crossed 7s (train/styles.py). Photos must be segmented and
 framed like MNIST first (`runtime/` does this); other scripts, symbols or letters are still classified as
 some digit. Test accuracy is not accuracy on real photos.
 """
@@ -219,8 +220,8 @@ some digit. Test accuracy is not accuracy on real photos.
 def training_settings(cfg: dict) -> str:
     # Recipes change over time; the checkpoint records what this run actually used.
     keys = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "schedule", "augment", "label_smoothing",
-            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "init", "teacher", "distill",
-            "temperature", "train_subset", "val_size")
+            "outliers", "outlier_weight", "cut_pieces", "photo_crops", "photo_share", "styles", "init", "teacher",
+            "distill", "temperature", "train_subset", "val_size")
     return ", ".join(f"{k} {cfg[k]}" for k in keys if cfg.get(k) is not None)
 
 

@@ -253,7 +253,7 @@ def reader_settings(t: dict) -> str:
         return "the mean of the weights of " + "; ".join(f"`{i['checkpoint']}` ({reader_settings(i)})"
                                                          for i in t["soup_of"])
     return ", ".join(f"{k} {t[k]}" for k in ("recipe", "epochs", "batch_size", "lr", "weight_decay", "photo_rows",
-                                             "photo_share", "bend", "init", "seed") if t.get(k) is not None)
+                                             "photo_share", "bend", "styles", "init", "seed") if t.get(k) is not None)
 
 
 def reader_card(r: dict) -> str:
