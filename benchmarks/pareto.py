@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, shape_inference
+from onnx import TensorProto, helper, numpy_helper, shape_inference
 
 from benchmarks.machine import cpu_info
 from benchmarks.realworld import run_digits, write_files
@@ -38,6 +38,7 @@ from train.synth_photos import generate_set
 
 DEFAULT_MODELS = {"default": MODELS_DIR / "digits-fp32.onnx", "accurate": MODELS_DIR / "digits-accurate-fp32.onnx"}
 BIG_BATCH = 256
+CALL = ("call only", "fp32")
 
 
 def graph_cost(path: Path) -> tuple[int, int]:
@@ -69,10 +70,23 @@ def photo_set(data_dir: Path, seed: int, n: int, directory: Path) -> tuple[list[
     return write_files(samples, directory, seed), samples
 
 
+def call_only_graph() -> bytes:
+    """A graph with a classifier's input and output that computes next to nothing (flatten, keep 10 columns):
+    its batch-1 time is what a call costs whatever the model, the floor under every model's batch-1 figure."""
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["pixels"], ["flat"]),
+         helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["logits"])], "call_only",
+        [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
+        [helper.make_tensor(name, TensorProto.INT64, [1], [v]) for name, v in (("starts", 0), ("ends", 10), ("axes", 1))])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
+
+
 def speeds(models: dict[str, Path], pixels: np.ndarray, rounds: int, seconds: float) -> dict:
-    """INT8 and FP32 batch-1 p50 µs and batch-256 images/s per model."""
+    """INT8 and FP32 batch-1 p50 µs and batch-256 images/s per model, and of the call-only graph."""
     blobs = {(name, p): path.read_bytes() for name, fp32 in models.items()
              for p, path in (("fp32", fp32), ("int8", variant_path(fp32, "int8")))}
+    blobs[CALL] = call_only_graph()
     return side_by_side(blobs, pixels, rounds, seconds)
 
 
@@ -119,8 +133,11 @@ def measure(models: dict[str, Path], data_dir: Path, seed: int, n_photos: int, r
             for p in ("fp32", "int8"):
                 row.update({f"{p}_{k}": v for k, v in timed[(name, p)].items()})
     model_name, flags = cpu_info()
-    return {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": model_name, "flags": flags,
-            "seed": seed, "photos": n_photos, "threads": 1, "models": rows}
+    results = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "cpu": model_name, "flags": flags,
+               "seed": seed, "photos": n_photos, "threads": 1, "models": rows}
+    if rounds:
+        results["call_only_b1_p50_us"] = timed[CALL]["b1_p50_us"]
+    return results
 
 
 def table(results: dict) -> str:
@@ -138,6 +155,9 @@ def table(results: dict) -> str:
                      f"| {speed('fp32_b1_p50_us', ' µs')} | {speed('fp32_b256_images_per_s')} "
                      f"| {100 * r['mnist_fp32']:.2f}% | {100 * r['mnist_int8']:.2f}% "
                      f"| {100 * r['photo_accuracy']:.2f}% |")
+    if "call_only_b1_p50_us" in results:
+        lines += ["", f"A call of a graph that computes next to nothing, same input and output: "
+                      f"{results['call_only_b1_p50_us']:.1f} µs at batch 1 (part of every b1 figure above)."]
     return "\n".join(lines)
 
 

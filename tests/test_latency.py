@@ -104,3 +104,17 @@ def test_default_models_are_the_shipped_files_and_their_checkpoint(tmp_path, mon
     files = latency.resolve_models(latency.parse_args([]))
     assert files.checkpoint == CLASSIFIER_CHECKPOINT and {"fp32", "int8"} <= set(files.onnx)
     assert not [n for n in files.notes if n.startswith("WARNING")]
+
+
+def test_pareto_call_only_graph_has_a_classifier_s_input_and_output():
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    from benchmarks.pareto import call_only_graph
+    blob = call_only_graph()
+    onnx.checker.check_model(onnx.load_from_string(blob), full_check=True)
+    pixels = np.random.default_rng(0).random((3, 1, 28, 28), dtype=np.float32)
+    out, = ort.InferenceSession(blob, providers=["CPUExecutionProvider"]).run(None, {"pixels": pixels})
+    assert out.shape == (3, 10)
+    np.testing.assert_array_equal(out, pixels.reshape(3, -1)[:, :10])
