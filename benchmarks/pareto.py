@@ -78,7 +78,8 @@ def call_only_graph() -> bytes:
          helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["logits"])], "call_only",
         [helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["N", 1, 28, 28])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])],
-        [helper.make_tensor(name, TensorProto.INT64, [1], [v]) for name, v in (("starts", 0), ("ends", 10), ("axes", 1))])
+        [helper.make_tensor(name, TensorProto.INT64, [1], [value])
+         for name, value in (("starts", 0), ("ends", 10), ("axes", 1))])
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]).SerializeToString()
 
 
