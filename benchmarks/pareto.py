@@ -10,7 +10,8 @@ times them; rounds alternate the models so drift hits all alike), MNIST test
 accuracy of both files, and single-digit accuracy of the INT8 file on the
 camera-like photos of ``benchmarks.realworld`` (the same photos for the same
 ``--seed``; seed 0 is the evaluation seed: never tune on it). Default models: the
-shipped default and the accurate model.
+shipped default and the accurate model. A graph that computes next to nothing is
+timed among them: what one batch-1 call costs whatever the model.
 """
 from __future__ import annotations
 
